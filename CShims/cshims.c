@@ -1,0 +1,2 @@
+// Implementation pending (issue 2): see include/cshims.h.
+#include "cshims.h"

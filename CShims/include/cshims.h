@@ -1,0 +1,135 @@
+// CShims: only what Swift cannot express. Each wrapper is thin: `cshim_foo` wraps `foo` and returns
+// 0 or an errno (never -1 with errno left in a global). Everything here is async-signal-safe unless a
+// comment says otherwise, and nothing here calls malloc.
+#ifndef CSHIMS_H
+#define CSHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- Constants the libc headers may lack -------------------------------------------------------
+enum {
+  CSHIM_MADV_GUARD_INSTALL = 102,
+  CSHIM_MADV_GUARD_REMOVE = 103,
+  CSHIM_SEGV_MAPERR = 1,
+  CSHIM_SEGV_ACCERR = 2,
+  CSHIM_SI_KERNEL = 128,
+  CSHIM_ACCESS_READ = 0,
+  CSHIM_ACCESS_WRITE = 1,
+  CSHIM_ACCESS_EXECUTE = 2,
+};
+
+// ---- Memory syscalls ---------------------------------------------------------------------------
+/// mmap of anonymous memory (fd -1) or of a file; `*out` gets the address on success.
+int cshim_mmap(void *hint, size_t length, int prot, int flags, int fd, off_t offset, void **out);
+int cshim_munmap(void *address, size_t length);
+int cshim_mprotect(void *address, size_t length, int prot);
+int cshim_madvise(void *address, size_t length, int advice);
+int cshim_mlock(const void *address, size_t length);
+int cshim_munlock(const void *address, size_t length);
+int cshim_mincore(void *address, size_t length, unsigned char *vector);
+size_t cshim_page_size(void);
+
+/// Whether MADV_GUARD_INSTALL works here (probed once on a scratch mapping; cached).
+/// `cshim_force_no_guard_markers(1)` makes it report 0 from then on (to test the fallback).
+int cshim_guard_markers_supported(void);
+void cshim_force_no_guard_markers(int force);
+
+// ---- Counters ----------------------------------------------------------------------------------
+/// getrusage(RUSAGE_SELF) minor/major fault counters.
+int cshim_fault_counts(uint64_t *minor, uint64_t *major);
+/// The number of VMAs as counted against vm.max_map_count: lines of /proc/self/maps less
+/// [vsyscall]. Reads with a stack buffer (no malloc).
+int cshim_vma_count(int *count);
+/// vm.max_map_count from /proc/sys/vm/max_map_count.
+int cshim_max_map_count(int *limit);
+
+// ---- Faults and signals ------------------------------------------------------------------------
+/// A decoded SIGSEGV/SIGBUS.
+typedef struct cshim_fault {
+  int signo;
+  int code;             // si_code
+  uintptr_t address;    // si_addr
+  int access;           // CSHIM_ACCESS_*: x86-64 error code bit 0x2 (write), 0x10 (fetch); aarch64 ESR WnR
+  unsigned long error;  // raw error code (REG_ERR) or ESR; 0 when unknown
+  uintptr_t pc;
+  uintptr_t sp;
+  uintptr_t fp;
+} cshim_fault;
+
+/// The handler is called on the alternate stack with the decoded fault. It returns 1 if it handled
+/// the fault (the faulting instruction is retried), 0 to pass it on: to the previous handler, or to
+/// the default action (re-raised, so the process dies the way a crash would and can dump core).
+typedef int (*cshim_fault_handler)(const cshim_fault *fault, void *siginfo, void *ucontext);
+
+/// Installs `handler` for SIGSEGV and SIGBUS with SA_SIGINFO | SA_ONSTACK, keeping the previous
+/// actions for chaining. Also sets up the calling thread's alternate stack.
+int cshim_install_fault_handler(cshim_fault_handler handler);
+/// Restores the previous actions.
+int cshim_uninstall_fault_handler(void);
+/// Gives the calling thread an alternate signal stack (mmap'd, with a guard page) if it has none.
+int cshim_ensure_alternate_stack(void);
+/// Restores SIG_DFL for `signo` and re-raises it (the process dies with that signal).
+void cshim_die_with_signal(int signo);
+
+/// write(2) of the whole buffer, retrying on EINTR and short writes. Async-signal-safe.
+int cshim_write_all(int fd, const void *buffer, size_t length);
+/// fsync-free flush helper: nothing is buffered in C; provided for symmetry. Returns 0.
+int cshim_open_append(const char *path, int *fd_out);
+int cshim_close(int fd);
+
+// ---- Recoverable probes (tests, the differential harness) --------------------------------------
+/// Reads (`write` = 0) or writes (`write` = 1, storing `value`) one byte at `address`. Returns 0 if
+/// it did not fault (with `*value_out` set for a read), or 1 if it faulted, with `*code` (si_code)
+/// and `*fault_address` (si_addr). Uses sigsetjmp/siglongjmp with a temporary SIGSEGV/SIGBUS handler
+/// for the calling thread; safe to call while cshim_install_fault_handler is active.
+int cshim_probe(uintptr_t address, int write, uint8_t value, uint8_t *value_out, int *code,
+                uintptr_t *fault_address);
+
+// ---- glibc forwarding (reentrant calls and pointers we do not own) -----------------------------
+void *cshim_libc_malloc(size_t size);
+void cshim_libc_free(void *pointer);
+void *cshim_libc_calloc(size_t count, size_t size);
+void *cshim_libc_realloc(void *pointer, size_t size);
+void *cshim_libc_memalign(size_t alignment, size_t size);
+/// glibc's malloc_usable_size for a glibc pointer (not ours): read from the chunk header.
+size_t cshim_libc_usable_size(void *pointer);
+
+/// Per-thread reentrancy flag (initial-exec TLS, so reading it never allocates).
+/// `cshim_enter` returns 1 if the thread was already inside HeapPatrol (the caller must then go to
+/// glibc), else sets the flag and returns 0. `cshim_leave` clears it.
+int cshim_enter(void);
+void cshim_leave(void);
+int cshim_is_inside(void);
+
+// ---- Threads, stacks, modules ------------------------------------------------------------------
+int cshim_gettid(void);
+int cshim_getpid(void);
+/// Walks frame pointers from the caller: stores up to `max` return addresses, skipping `skip`.
+/// Validates every frame pointer against the current thread's stack bounds; never faults.
+int cshim_backtrace(uintptr_t *pcs, int max, int skip);
+/// Same, starting from a given frame (pc, fp), e.g. the faulting context.
+int cshim_backtrace_from(uintptr_t pc, uintptr_t fp, uintptr_t *pcs, int max);
+/// Finds the module (ELF object) containing `pc` by reading /proc/self/maps with a stack buffer:
+/// copies its path into `path` (NUL-terminated, truncated to `path_size`) and returns the offset
+/// to give a symbolizer (pc - load base for ET_DYN, pc for ET_EXEC). Returns 0 on success, ENOENT.
+int cshim_module_for_pc(uintptr_t pc, char *path, size_t path_size, uintptr_t *offset);
+
+/// Registers fork handlers (pthread_atfork) that call the three functions. Not async-signal-safe.
+int cshim_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
+/// Registers a function to run at exit (atexit). Not async-signal-safe.
+int cshim_atexit(void (*function)(void));
+
+/// A monotonic clock in nanoseconds.
+uint64_t cshim_monotonic_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

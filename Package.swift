@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// The allocator's hot paths (malloc, the SIGSEGV handler) must never touch the Swift runtime's
+// generic-metadata machinery, which allocates and locks. Optimising these modules even in debug
+// builds makes the compiler specialise generics, so the preload path stays allocation-free.
+let optimizedEvenInDebug: [SwiftSetting] = [
+  .unsafeFlags(["-O", "-cross-module-optimization"], .when(configuration: .debug))
+]
+
+let package = Package(
+  name: "HeapPatrol",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "HeapPatrol", targets: ["HeapPatrol"]),
+    .library(name: "PageSimulator", targets: ["PageSimulator"]),
+    .library(name: "HeapPatrolPreload", type: .dynamic, targets: ["HeapPatrolPreload"]),
+    .executable(name: "heappatrol", targets: ["heappatrol"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
+  targets: [
+    // Only what Swift cannot express: syscalls with errno, signals, sigsetjmp probes, glibc forwarding.
+    .target(name: "CShims", path: "CShims"),
+    // The seam: one protocol with Linux page semantics, and the real implementation over CShims.
+    .target(name: "PageSpace", dependencies: ["CShims"], swiftSettings: optimizedEvenInDebug),
+    // The simulated implementation: page table, VMAs, frames, swap, fork/COW, files.
+    .target(name: "PageSimulator", dependencies: ["PageSpace"]),
+    // The guarded heap, generic over PageSpace: blocks, guards, quarantine, diagnose, reports.
+    .target(name: "HeapPatrol", dependencies: ["PageSpace", "CShims"], swiftSettings: optimizedEvenInDebug),
+    // malloc & co. for LD_PRELOAD or for linking into a program.
+    .target(name: "HeapPatrolPreload", dependencies: ["HeapPatrol", "CShims"], swiftSettings: optimizedEvenInDebug),
+    // Page workloads: the trace language, its parser and an executor over any PageSpace.
+    .target(name: "PageWorkloads", dependencies: ["PageSpace", "PageSimulator", "HeapPatrol"]),
+    // The CLI's logic (a library so tests can reach it) and its thin executable.
+    .target(
+      name: "HeapPatrolTool",
+      dependencies: [
+        "HeapPatrol", "PageSimulator", "PageWorkloads", "PageSpace",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .executableTarget(name: "heappatrol", dependencies: ["HeapPatrolTool"]),
+    // Deliberately buggy (and deliberately tricky but correct) programs the tests and the demo run.
+    .executableTarget(
+      name: "hp-fixture-c", path: "Fixtures/CFixtures",
+      cSettings: [.unsafeFlags(["-fno-omit-frame-pointer", "-g", "-O0", "-fno-builtin"])]),
+    .executableTarget(
+      name: "hp-fixture-swift", path: "Fixtures/SwiftFixtures",
+      swiftSettings: [.unsafeFlags(["-g"])]),
+
+    // Shared by the PageSpace and PageSimulator tests: runs one random page-operation sequence against
+    // two page spaces and compares them step by step.
+    .target(name: "DifferentialHarness", dependencies: ["PageSpace"], path: "Tests/DifferentialHarness"),
+    .testTarget(name: "PageSpaceTests", dependencies: ["PageSpace", "CShims", "DifferentialHarness"]),
+    .testTarget(name: "PageSimulatorTests", dependencies: ["PageSimulator", "PageSpace", "DifferentialHarness"]),
+    .testTarget(name: "HeapPatrolTests", dependencies: ["HeapPatrol", "PageSimulator", "PageSpace", "CShims"]),
+    .testTarget(name: "PageWorkloadsTests", dependencies: ["PageWorkloads", "PageSimulator", "PageSpace"]),
+    .testTarget(
+      name: "HeapPatrolToolTests",
+      dependencies: ["HeapPatrolTool", "HeapPatrol"]),
+  ]
+)

@@ -1,0 +1,1 @@
+print("heappatrol: not built yet")
