@@ -46,6 +46,9 @@ public protocol PageSpace {
   /// (the lines of `/proc/self/maps` less `[vsyscall]`).
   var vmaCount: Int { get }
 
+  /// The number of VMAs that overlap `range` (for comparing one arena while other code maps elsewhere).
+  func vmaCount(in range: AddressRange) -> Int
+
   /// `vm.max_map_count`: the limit on `vmaCount` (mmap may reach limit + 1; a split needs < limit).
   var maxMapCount: Int { get }
 

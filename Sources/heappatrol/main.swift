@@ -1,1 +1,3 @@
-print("heappatrol: not built yet")
+import HeapPatrolTool
+
+HeapPatrolCommand.main()
