@@ -43,9 +43,18 @@ void cshim_force_no_guard_markers(int force);
 // ---- Counters ----------------------------------------------------------------------------------
 /// getrusage(RUSAGE_SELF) minor/major fault counters.
 int cshim_fault_counts(uint64_t *minor, uint64_t *major);
+/// getrusage(RUSAGE_THREAD): the calling thread's own minor/major fault counters (immune to other
+/// threads' faults, which makes per-step fault deltas exact under a parallel test runner).
+int cshim_thread_fault_counts(uint64_t *minor, uint64_t *major);
 /// The number of VMAs as counted against vm.max_map_count: lines of /proc/self/maps less
 /// [vsyscall]. Reads with a stack buffer (no malloc).
 int cshim_vma_count(int *count);
+/// The number of VMAs (lines of /proc/self/maps less [vsyscall]) that overlap [start, end).
+int cshim_vma_count_in(uintptr_t start, uintptr_t end, int *count);
+/// The protection (PROT_* bits) of the VMA containing `address` per /proc/self/maps, without
+/// touching the memory; `*mapped` is 0 in a hole. Guard markers are invisible here (they keep the
+/// VMA's protection).
+int cshim_mapping_protection(uintptr_t address, int *mapped, int *protection);
 /// vm.max_map_count from /proc/sys/vm/max_map_count.
 int cshim_max_map_count(int *limit);
 
@@ -86,10 +95,14 @@ int cshim_close(int fd);
 // ---- Recoverable probes (tests, the differential harness) --------------------------------------
 /// Reads (`write` = 0) or writes (`write` = 1, storing `value`) one byte at `address`. Returns 0 if
 /// it did not fault (with `*value_out` set for a read), or 1 if it faulted, with `*code` (si_code)
-/// and `*fault_address` (si_addr). Uses sigsetjmp/siglongjmp with a temporary SIGSEGV/SIGBUS handler
-/// for the calling thread; safe to call while cshim_install_fault_handler is active.
+/// and `*fault_address` (si_addr); a negative errno if the dispatcher could not be installed.
+/// Uses sigsetjmp/siglongjmp: the process-wide SIGSEGV/SIGBUS dispatcher (installed on first use,
+/// chaining to the previous actions) checks a per-thread "probe active" flag, so a probe wins over
+/// cshim_install_fault_handler on its own thread and other threads are unaffected.
 int cshim_probe(uintptr_t address, int write, uint8_t value, uint8_t *value_out, int *code,
                 uintptr_t *fault_address);
+/// The fully decoded fault of this thread's most recent faulting probe (access, error code, pc).
+void cshim_probe_last_fault(cshim_fault *fault);
 
 // ---- glibc forwarding (reentrant calls and pointers we do not own) -----------------------------
 void *cshim_libc_malloc(size_t size);
