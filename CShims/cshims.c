@@ -251,6 +251,55 @@ int cshim_mapping_protection(uintptr_t address, int *mapped, int *protection) {
   return 0;
 }
 
+typedef struct protections_fill {
+  uintptr_t start;
+  size_t pages;
+  size_t page_size;
+  signed char *protections;
+} protections_fill;
+
+static int fill_protections(const maps_line *line, void *context) {
+  protections_fill *fill = context;
+  uintptr_t end = fill->start + fill->pages * fill->page_size;
+  if (line->start >= end) return 1;
+  if (line->end <= fill->start || is_vsyscall(line)) return 0;
+  int protection = (line->perms[0] == 'r' ? PROT_READ : 0) | (line->perms[1] == 'w' ? PROT_WRITE : 0) |
+                   (line->perms[2] == 'x' ? PROT_EXEC : 0);
+  uintptr_t from = line->start > fill->start ? line->start : fill->start;
+  uintptr_t to = line->end < end ? line->end : end;
+  for (uintptr_t page = from; page < to; page += fill->page_size)
+    fill->protections[(page - fill->start) / fill->page_size] = (signed char)protection;
+  return 0;
+}
+
+int cshim_page_protections(uintptr_t start, size_t pages, signed char *protections) {
+  for (size_t i = 0; i < pages; i++) protections[i] = -1;
+  protections_fill fill = {start, pages, cshim_page_size(), protections};
+  return visit_maps(fill_protections, &fill);
+}
+
+int cshim_pagemap_entries(uintptr_t start, size_t pages, uint64_t *entries) {
+  int fd;
+  do fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) return errno;
+  size_t wanted = pages * sizeof(uint64_t);
+  off_t offset = (off_t)(start / cshim_page_size() * sizeof(uint64_t));
+  size_t done = 0;
+  while (done < wanted) {
+    ssize_t got = pread(fd, (char *)entries + done, wanted - done, offset + (off_t)done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      int error = got < 0 ? errno : EIO;
+      close(fd);
+      return error;
+    }
+    done += (size_t)got;
+  }
+  close(fd);
+  return 0;
+}
+
 static int read_small_file(const char *path, char *buffer, size_t size) {
   int fd;
   do fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -55,6 +55,12 @@ int cshim_vma_count_in(uintptr_t start, uintptr_t end, int *count);
 /// touching the memory; `*mapped` is 0 in a hole. Guard markers are invisible here (they keep the
 /// VMA's protection).
 int cshim_mapping_protection(uintptr_t address, int *mapped, int *protection);
+/// For each of `pages` pages from `start`: the PROT_* bits of its VMA, or -1 where there is no VMA.
+/// One pass over /proc/self/maps; never touches the pages.
+int cshim_page_protections(uintptr_t start, size_t pages, signed char *protections);
+/// Reads `pages` 64-bit entries of /proc/self/pagemap from `start` (bit 63 present, bit 62 swapped,
+/// bit 58 guard region on Linux 6.15+). Never touches the pages.
+int cshim_pagemap_entries(uintptr_t start, size_t pages, uint64_t *entries);
 /// vm.max_map_count from /proc/sys/vm/max_map_count.
 int cshim_max_map_count(int *limit);
 
