@@ -78,11 +78,17 @@ def tools(args):
     return out
 
 
+MEASURE = None  # path of the measure launcher (set in main)
+
+
 def run_measured(command, env_add, timeout, cwd=None, stdin_data=None):
     """Runs one command; returns status, wall time and the child's own rusage (peak RSS, minor
     faults) from wait4, with stdout/stderr captured through files (no pipe can fill up)."""
     env = dict(os.environ)
     env.update(env_add)
+    report = tempfile.NamedTemporaryFile(delete=False)
+    report.close()
+    command = [MEASURE, report.name, "--"] + list(command)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
         if stdin_data is not None:
             inp.write(stdin_data)
@@ -116,8 +122,11 @@ def run_measured(command, env_add, timeout, cwd=None, stdin_data=None):
             text = "signal %d" % -status
         else:
             text = "exit %d" % status
+        measured = parse_kv(open(report.name, "rb").read())
+        os.unlink(report.name)
         return {"status": text, "wall": wall, "stdout": out.read(), "stderr": err.read(),
-                "maxrss_kb": usage.ru_maxrss, "minflt": usage.ru_minflt}
+                "maxrss_kb": int(measured["maxrss_kb"]) if "maxrss_kb" in measured else None,
+                "minflt": int(measured["minflt"]) if "minflt" in measured else None}
 
 
 def parse_kv(text):
@@ -177,6 +186,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--malloc-bench", required=True)
     parser.add_argument("--syscall-floor", required=True)
+    parser.add_argument("--measure", required=True)
     parser.add_argument("--preload")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ops", type=int, default=200000)
@@ -191,6 +201,8 @@ def main():
     parser.add_argument("--swift-bundle")
     parser.add_argument("--csv", default="bench-results.csv")
     args = parser.parse_args()
+    global MEASURE
+    MEASURE = args.measure
 
     available = {}
     for name, (env_add, reason) in tools(args).items():
@@ -231,7 +243,12 @@ def main():
                 print("run %d %-32s %-18s %s" % (run + 1, name, tool, json.dumps(
                     {k: v for k, v in metrics.items() if v is not None})), file=sys.stderr)
 
-    floor = parse_kv(subprocess.run([args.syscall_floor], capture_output=True).stdout)
+    floor = {}
+    for line in subprocess.run([args.syscall_floor], capture_output=True).stdout.decode().splitlines():
+        kv = parse_kv(line.encode())
+        for key in ("guard_pair_ns", "mprotect_pair_ns"):
+            if key in kv:
+                floor["%s_%sthread" % (key, kv.get("threads", "?"))] = kv[key]
 
     # Aggregate: medians per (workload, tool); ratios to glibc.
     table = []
@@ -278,10 +295,10 @@ def main():
         print("| " + " | ".join(fmt(entry.get(c)) for c in columns) + " |")
     print("\nSyscall floor per malloc/free pair (ns): %s" % " ".join("%s=%s" % kv for kv in floor.items()))
     hp = [e for e in table if e["tool"] == "heappatrol" and e["workload"].startswith("a:") and e.get("ops_per_sec")]
-    if hp and floor.get("guard_pair_ns"):
+    if hp and floor.get("guard_pair_ns_1thread"):
         pair_ns = 1e9 / hp[0]["ops_per_sec"]
-        print("HeapPatrol ns per pair on (a): %.0f = %.2fx the guard-marker floor" % (
-            pair_ns, pair_ns / float(floor["guard_pair_ns"])))
+        print("HeapPatrol ns per pair on (a): %.0f = %.2fx the single-thread guard-marker floor" % (
+            pair_ns, pair_ns / float(floor["guard_pair_ns_1thread"])))
     with open(args.csv, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

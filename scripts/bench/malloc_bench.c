@@ -70,7 +70,7 @@ static void *worker(void *opaque) {
     if (!slots[i]) { note_reached(since_note); args->failed = 1; return NULL; }
     sizes[i] = size;
     touch(slots[i], size);
-    if (++since_note == 4096) { note_reached(since_note); since_note = 0; }
+    if (++since_note == 256) { note_reached(since_note); since_note = 0; }
   }
   note_reached(since_note);
   for (size_t op = 0; op < args->ops; op++) {

@@ -28,6 +28,7 @@ fi
 cc=${CC:-cc}
 $cc -O2 -pthread -o "$out/malloc_bench" "$root/scripts/bench/malloc_bench.c"
 $cc -O2 -pthread -o "$out/syscall_floor" "$root/scripts/bench/syscall_floor.c"
+$cc -O2 -o "$out/measure" "$root/scripts/bench/measure.c"
 
 (cd "$root" && swift build -c release --product HeapPatrolPreload >&2 && swift build -c release --product hp-fixture-swift >&2) || {
   echo "warning: release build of HeapPatrol failed; heappatrol columns will be missing" >&2
@@ -48,6 +49,6 @@ if [ "$(git -C "$repo" rev-list --count HEAD 2>/dev/null || echo 0)" -lt 50 ]; t
 fi
 
 exec python3 "$root/scripts/bench/bench.py" \
-  --malloc-bench "$out/malloc_bench" --syscall-floor "$out/syscall_floor" \
+  --malloc-bench "$out/malloc_bench" --syscall-floor "$out/syscall_floor" --measure "$out/measure" \
   --preload "$bin/libHeapPatrolPreload.so" --swift-program "$bin/hp-fixture-swift" \
   --git-repo "$repo" --csv "$out/bench-results.csv" "$@"
