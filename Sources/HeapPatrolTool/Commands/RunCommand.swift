@@ -1,9 +1,44 @@
 import ArgumentParser
+import Foundation
 
-// Placeholder until its issue lands: refuses clearly instead of pretending.
+/// `heappatrol run -- PROGRAM [ARGS...]`
 struct RunCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "run", abstract: "(not built yet)")
+  static let configuration = CommandConfiguration(
+    commandName: "run",
+    abstract: "Run a program with HeapPatrol's allocator preloaded and report its heap bugs.",
+    discussion: """
+      The program runs with LD_PRELOAD set to libHeapPatrolPreload.so (found next to heappatrol) and its \
+      own stdin, stdout and stderr. Findings from it and from every process it forks are symbolized \
+      (function, file:line; Swift names demangled) and printed to stderr, followed by a one-line summary.
+
+      Exit status: the program's own (128+N if it was killed by signal N) when there are no findings; \
+      the --error-exitcode value (default 99) when there are.
+
+      Example: heappatrol run --options quarantine_bytes=64m -- ./my-tests --filter Parser
+      """)
+
+  @OptionGroup var checking: CheckingOptions
+
+  @Argument(
+    parsing: .captureForPassthrough,
+    help: ArgumentHelp("The program to run and its arguments (after --).", valueName: "program"))
+  var command: [String] = []
+
+  func validate() throws {
+    if programAndArguments.isEmpty {
+      throw ValidationError("Missing the program to run: heappatrol run -- PROGRAM [ARGS...]")
+    }
+  }
+
+  var programAndArguments: [String] {
+    command.first == "--" ? Array(command.dropFirst()) : command
+  }
+
   func run() throws {
-    throw ValidationError("heappatrol run is not built yet")
+    try exitWithStatus {
+      let command = programAndArguments
+      let checked = CheckedRun(settings: checking.settings)
+      return try checked.run(program: command[0], arguments: Array(command.dropFirst())).exitCode
+    }
   }
 }
