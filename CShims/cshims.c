@@ -568,10 +568,15 @@ int cshim_close(int fd) { return close(fd) == 0 ? 0 : errno; }
 
 // ---- Recoverable probes ------------------------------------------------------------------------
 
+static CSHIM_TLS int thread_has_alternate_stack;
+
 int cshim_probe(uintptr_t address, int write, uint8_t value, uint8_t *value_out, int *code,
                 uintptr_t *fault_address) {
   int error = ensure_dispatcher();
   if (error) return -error;
+  // The fault is delivered on this thread's alternate stack, so the signal frame never lands on
+  // fresh stack pages: a faulting probe then costs 0 page faults wherever it is called from (§5).
+  if (!thread_has_alternate_stack) thread_has_alternate_stack = cshim_ensure_alternate_stack() == 0;
   volatile uint8_t *target = (volatile uint8_t *)address;
   volatile uint8_t loaded = 0;
   // savemask = 0 keeps the no-fault path free of a sigprocmask syscall; the fault path unblocks
