@@ -1,0 +1,884 @@
+import CShims
+import PageSpace
+import Synchronization
+
+/// The guarded heap's state and algorithms, without a lock (see `GuardedHeap` / `HeapHandle` for the
+/// locked API). `~Copyable` and placed in mmap'd memory by its owner, so that a process-wide instance
+/// needs no malloc. Nothing in the allocate/deallocate/lookup paths allocates, retains or locks.
+///
+/// Layout: blocks live in runs carved from large MAP_NORESERVE reservations. In a guarded reservation
+/// page 0 is a guard, then each run is `runPages` pages followed by one guard page, which is also the
+/// lower guard of the next run. A block's run is mapped in the page map (including its trailing guard)
+/// so that any address resolves to its block in O(1). Canary reservations (the VMA-budget fallback and
+/// `guard=canary`) have no guard pages: red zones of canary bytes surround each block.
+public struct HeapCore<Space: PageSpace>: ~Copyable {
+  public let space: Space
+  public let configuration: HeapConfiguration
+  public let view: HeapView
+  @usableFromInline let pageSize: UInt
+
+  // Tables (mmap'd; see HeapTables.swift).
+  @usableFromInline let freeRuns: UnsafeMutablePointer<FreeRun>
+  @usableFromInline let freeRunCapacity: UInt32
+  @usableFromInline var freeRunBump: UInt32 = 1
+  @usableFromInline var freeRunFreeList: UInt32 = 0
+  /// FIFO heads and tails of free runs per size class, guarded classes then canary classes.
+  @usableFromInline let classHeads: UnsafeMutablePointer<UInt32>
+  @usableFromInline let classTails: UnsafeMutablePointer<UInt32>
+
+  @usableFromInline var recordBump: UInt32 = 1
+  @usableFromInline var recordFreeList: UInt32 = 0
+  @usableFromInline var freeRecordCount = 0
+  @usableFromInline var quarantineHead: UInt32 = 0
+  @usableFromInline var quarantineTail: UInt32 = 0
+  @usableFromInline var releasedHead: UInt32 = 0
+  @usableFromInline var releasedTail: UInt32 = 0
+  @usableFromInline var releasedCount = 0
+
+  @usableFromInline var statistics = HeapStatistics()
+  @usableFromInline var currentGuardedReservation = -1
+  @usableFromInline var currentCanaryReservation = -1
+  @usableFromInline var budgetWarningIssued = false
+  @usableFromInline var refusalWarningIssued = false
+  @usableFromInline var randomState: UInt64
+  public var warningHandler: HeapWarningHandler? = nil
+
+  /// The largest block the heap will try (64 TiB): anything larger cannot exist in a 47-bit space.
+  public static var maximumBlockSize: UInt { 1 << 46 }
+  /// The largest alignment honoured (1 GiB).
+  public static var maximumAlignment: UInt { 1 << 30 }
+
+  /// Sets up the tables. Nil if the real process cannot map them (the heap cannot exist).
+  public init?(space: Space, configuration: HeapConfiguration = .default) {
+    let pageSize = space.pageSize
+    self.space = space
+    self.configuration = configuration
+    self.pageSize = pageSize
+    let recordCapacity = max(16, configuration.maximumRecords)
+    guard
+      let header = mapTableMemory(
+        UInt(HeapHeader.maximumReservations * (MemoryLayout<ReservationEntry>.stride + 8) + 64)),
+      let records = mapTableMemory(UInt(recordCapacity * MemoryLayout<BlockRecord>.stride)),
+      let runs = mapTableMemory(UInt(recordCapacity * MemoryLayout<FreeRun>.stride)),
+      let classes = mapTableMemory(UInt(RunClass.count * 4 * 4))
+    else { return nil }
+    let count = header.bindMemory(to: Atomic<Int>.self, capacity: 1)
+    let dedicated = (header + 64).bindMemory(
+      to: Atomic<UInt32>.self, capacity: HeapHeader.maximumReservations)
+    let entries = (header + 64 + HeapHeader.maximumReservations * 8).bindMemory(
+      to: ReservationEntry.self, capacity: HeapHeader.maximumReservations)
+    self.view = HeapView(
+      reservations: entries, reservationCount: count, dedicatedRecords: dedicated,
+      records: records.bindMemory(to: BlockRecord.self, capacity: recordCapacity),
+      recordCapacity: recordCapacity, pageSize: pageSize)
+    self.freeRuns = runs.bindMemory(to: FreeRun.self, capacity: recordCapacity)
+    self.freeRunCapacity = UInt32(min(recordCapacity, Int(UInt32.max)))
+    let classWords = classes.bindMemory(to: UInt32.self, capacity: RunClass.count * 4)
+    self.classHeads = classWords
+    self.classTails = classWords + RunClass.count * 2
+    var seed = configuration.faultInjection.seed
+    if seed == 0 { seed = 0x9E37_79B9_7F4A_7C15 }
+    self.randomState = seed
+
+    switch configuration.guardMechanism {
+    case .canary: statistics.mechanism = .canary
+    case .mprotect: statistics.mechanism = .mprotect
+    case .automatic, .markers:
+      statistics.mechanism = space.supportsGuardMarkers ? .markers : .mprotect
+    }
+    if statistics.mechanism == .mprotect {
+      let limit = space.maxMapCount
+      let headroom = configuration.vmaHeadroom ?? max(1024, limit / 4)
+      var budget = max(0, limit - space.vmaCount - headroom)
+      if let cap = configuration.vmaBudgetLimit { budget = min(budget, max(0, cap)) }
+      statistics.vmaBudget = budget
+    }
+  }
+
+  // MARK: - Allocation
+
+  /// Allocates a block of `size` bytes. `alignment` 0 means the configured policy; otherwise it must be
+  /// a power of two (else a bad-alignment finding and nil). `zeroed` gives calloc semantics.
+  public mutating func allocate(
+    size: UInt, alignment requested: UInt = 0, api: AllocationAPI, zeroed: Bool = false,
+    stack: StackID = .none, thread: Int32 = 0
+  ) -> HeapResult {
+    var result = HeapResult()
+    statistics.allocations &+= 1
+    if let failure = injectedOrLimitFailure(
+      size: size, requested: requested, thread: thread, stack: stack)
+    {
+      statistics.failedAllocations &+= 1
+      result.findings.append(failure)
+      return result
+    }
+    let alignment = effectiveAlignment(size: size, requested: requested)
+    var protection = statistics.mechanism
+    if protection == .mprotect && statistics.vmasUsed + 2 > statistics.vmaBudget {
+      protection = .canary
+      warnBudgetExhausted()
+    }
+    var placed = place(size: size, alignment: alignment, protection: protection)
+    if placed == nil && protection == .mprotect {
+      // The kernel refused the split (ENOMEM/EAGAIN: the program's own mappings grew into our
+      // headroom). Never die for it: this block and the following ones get canaries.
+      statistics.vmaBudget = statistics.vmasUsed
+      warnBudgetExhausted()
+      placed = place(size: size, alignment: alignment, protection: .canary)
+    }
+    guard let placed else {
+      statistics.failedAllocations &+= 1
+      result.findings.append(
+        Finding(kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size))
+      return result
+    }
+    guard let number = takeRecord() else {
+      releaseRun(placed)
+      statistics.failedAllocations &+= 1
+      result.findings.append(
+        Finding(kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size))
+      return result
+    }
+    let address = placed.address
+    let accessible = placed.accessible
+    // Canary everything accessible around the block; the block itself gets the allocation fill.
+    if address > accessible.start {
+      space.fill(
+        accessible.start, count: address - accessible.start, with: configuration.canaryByte)
+    }
+    let end = address + size
+    if accessible.end > end {
+      space.fill(end, count: accessible.end - end, with: configuration.canaryByte)
+    }
+    if zeroed {
+      // Guarded pages are always zero when handed out (fresh, guard-removed, or DONTNEED'd on free).
+      if placed.protection == .canary && size > 0 { space.fill(address, count: size, with: 0) }
+    } else if let fill = configuration.allocationFill, size > 0 {
+      space.fill(address, count: size, with: fill)
+    }
+
+    statistics.liveBlocks += 1
+    statistics.liveBytes += size
+    if placed.protection == .canary { statistics.canaryBlocks += 1 }
+    if placed.protection == .mprotect && accessible.length > 0 { statistics.vmasUsed += 2 }
+
+    let record = view.records + Int(number)
+    record.pointee = BlockRecord(
+      sequence: statistics.allocations, address: address, size: size, alignment: alignment,
+      runBase: placed.runBase, accessibleStart: accessible.start, accessibleEnd: accessible.end,
+      runPages: UInt32(truncatingIfNeeded: placed.runPages), allocationStack: stack.rawValue,
+      freeStack: 0, allocationThread: thread, freeThread: 0, next: 0,
+      reservation: UInt16(placed.reservation), api: api.rawValue, freeAPI: BlockRecord.noAPI,
+      state: BlockState.live.rawValue, protection: placed.protection.rawValue)
+    publish(record: number, run: placed)
+    result.address = address
+    return result
+  }
+
+  /// Frees the block at `address` with `api`. Not ours -> `owned == false`. A pointer of ours that is
+  /// not a live block's start is reported (double, invalid or interior free) and otherwise ignored.
+  public mutating func deallocate(
+    _ address: UInt, api: AllocationAPI, stack: StackID = .none, thread: Int32 = 0
+  ) -> HeapResult {
+    var result = HeapResult()
+    let number: UInt32
+    switch lookupForRelease(address, api: api, stack: stack, thread: thread) {
+    case .notOurs:
+      result.owned = false
+      return result
+    case .misuse(let finding):
+      result.findings.append(finding)
+      return result
+    case .block(let found, let mismatch):
+      number = found
+      if let mismatch { result.findings.append(mismatch) }
+    }
+    if let corruption = checkCanaries(record: number, thread: thread, stack: stack) {
+      result.findings.append(corruption)
+    }
+    release(record: number, api: api, stack: stack, thread: thread, findings: &result.findings)
+    return result
+  }
+
+  /// realloc: the block always moves (a stale pointer to the old block is then a use-after-free);
+  /// the data up to the smaller size is kept; the old block's canaries are checked. On failure the old
+  /// block stays valid and the address is nil. `address == nil` is an allocation.
+  public mutating func reallocate(
+    _ address: UInt?, size: UInt, api: AllocationAPI = .realloc, stack: StackID = .none,
+    thread: Int32 = 0
+  ) -> HeapResult {
+    guard let address else { return allocate(size: size, api: api, stack: stack, thread: thread) }
+    var result = HeapResult()
+    let number: UInt32
+    switch lookupForRelease(address, api: api, stack: stack, thread: thread) {
+    case .notOurs:
+      result.owned = false
+      return result
+    case .misuse(let finding):
+      result.findings.append(finding)
+      return result
+    case .block(let found, let mismatch):
+      number = found
+      if let mismatch { result.findings.append(mismatch) }
+    }
+    if let corruption = checkCanaries(record: number, thread: thread, stack: stack) {
+      result.findings.append(corruption)
+    }
+    let old = view.records[Int(number)]
+    let fresh = allocate(size: size, api: api, stack: stack, thread: thread)
+    guard let newAddress = fresh.address else {
+      if fresh.findings.count > 0 { result.findings.append(fresh.findings[0]) }
+      return result
+    }
+    let kept = min(old.size, size)
+    if kept > 0 { space.copy(from: old.address, to: newAddress, count: kept) }
+    // The part beyond the old size is new memory: it already has the allocation fill.
+    release(record: number, api: api, stack: stack, thread: thread, findings: &result.findings)
+    result.address = newAddress
+    return result
+  }
+
+  // MARK: - Lookup
+
+  /// The block whose run contains `address` (live, quarantined or released), if the heap knows it.
+  public func block(containing address: UInt) -> BlockSnapshot? {
+    guard let number = validRecord(at: address) else { return nil }
+    return view.records[Int(number)].snapshot()
+  }
+
+  /// The size of the live block starting exactly at `address` (malloc_usable_size: exact).
+  public func usableSize(of address: UInt) -> UInt? {
+    guard let number = validRecord(at: address) else { return nil }
+    let record = view.records[Int(number)]
+    guard record.state == BlockState.live.rawValue, record.address == address else { return nil }
+    return record.size
+  }
+
+  /// Calls `body` with every live block, in record order (not allocation order once records recycle).
+  public func forEachLiveBlock(_ body: (BlockSnapshot) -> Void) {
+    var number: UInt32 = 1
+    while number < recordBump {
+      let record = view.records[Int(number)]
+      if record.state == BlockState.live.rawValue { body(record.snapshot()) }
+      number += 1
+    }
+  }
+
+  /// Checks the canaries of every live block (and the free fill of quarantined canary blocks); calls
+  /// `report` for each corruption. Returns the number of findings.
+  @discardableResult
+  public func check(thread: Int32 = 0, stack: StackID = .none, _ report: (Finding) -> Void) -> Int {
+    var found = 0
+    var number: UInt32 = 1
+    while number < recordBump {
+      let state = view.records[Int(number)].state
+      if state == BlockState.live.rawValue {
+        if let finding = checkCanaries(record: number, thread: thread, stack: stack) {
+          report(finding)
+          found += 1
+        }
+      } else if state == BlockState.quarantined.rawValue {
+        if let finding = checkFreeFill(record: number, thread: thread, stack: stack) {
+          report(finding)
+          found += 1
+        }
+      }
+      number += 1
+    }
+    return found
+  }
+
+  public var currentStatistics: HeapStatistics {
+    var copy = statistics
+    copy.reservations = view.reservationCount.pointee.load(ordering: .relaxed)
+    copy.records = Int(recordBump) - 1 - freeRecordCount
+    return copy
+  }
+
+  // MARK: - Internals: policy
+
+  @usableFromInline
+  mutating func injectedOrLimitFailure(size: UInt, requested: UInt, thread: Int32, stack: StackID)
+    -> Finding?
+  {
+    if requested != 0 && (requested & (requested &- 1)) != 0 {
+      return Finding(
+        kind: .badAlignment, address: 0, thread: thread, accessStack: stack, detail: requested,
+        bytes: size)
+    }
+    if requested > Self.maximumAlignment || size > Self.maximumBlockSize {
+      return Finding(
+        kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size)
+    }
+    if let limit = configuration.heapLimit, statistics.liveBytes + size > limit {
+      return Finding(
+        kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, detail: limit,
+        bytes: size)
+    }
+    let injection = configuration.faultInjection
+    if injection.isEnabled {
+      var fail = injection.failEvery != 0 && statistics.allocations % injection.failEvery == 0
+      if injection.probability > 0 {
+        // xorshift64*: one draw per allocation, so failures depend only on the seed and the sequence.
+        randomState ^= randomState >> 12
+        randomState ^= randomState << 25
+        randomState ^= randomState >> 27
+        let draw = Double((randomState &* 0x2545_F491_4F6C_DD1D) >> 11) / Double(1 << 53)
+        if draw < injection.probability { fail = true }
+      }
+      if fail {
+        return Finding(
+          kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size)
+      }
+    }
+    return nil
+  }
+
+  @usableFromInline
+  func effectiveAlignment(size: UInt, requested: UInt) -> UInt {
+    var alignment: UInt
+    switch configuration.alignment {
+    case .fixed(let value):
+      // A value that is not a power of two is rounded up to one.
+      alignment = value <= 1 ? 1 : UInt(1) << (UInt.bitWidth - (value - 1).leadingZeroBitCount)
+    case .natural(let maximum):
+      let lowest: UInt = size == 0 ? maximum : (UInt(1) << size.trailingZeroBitCount)
+      alignment = min(lowest, max(1, maximum))
+    }
+    return max(alignment, requested)
+  }
+
+  @usableFromInline
+  mutating func warnBudgetExhausted() {
+    if budgetWarningIssued { return }
+    budgetWarningIssued = true
+    warningHandler?(HeapWarning.vmaBudgetExhausted.rawValue, statistics.vmaBudget)
+  }
+
+  // MARK: - Internals: runs and pages
+
+  @usableFromInline
+  struct Placement {
+    var reservation: Int
+    var runBase: UInt
+    var runPages: UInt
+    var address: UInt
+    var accessible: AddressRange
+    var protection: BlockProtection
+    var fresh: Bool
+  }
+
+  /// Finds or carves a run and makes the block's pages accessible. Nil when the address space or the
+  /// kernel says no (mprotect refusal included: the caller falls back to canaries).
+  @usableFromInline
+  mutating func place(size: UInt, alignment: UInt, protection: BlockProtection) -> Placement? {
+    let page = pageSize
+    let guarded = protection != .canary
+    var needed: UInt
+    var redZone: UInt = 0
+    if guarded {
+      let span = alignment > page ? size + alignment - page : size
+      needed = max(1, (span + page - 1) / page)
+    } else {
+      redZone = max(16, (configuration.redZoneSize + 15) & ~15)
+      needed = max(1, (2 * redZone + size + alignment - 1 + page - 1) / page)
+    }
+    let runClass = RunClass.of(pages: needed)
+    let runPages = runClass.pages
+    let listIndex = runClass.index + (guarded ? 0 : RunClass.count)
+    var fresh = false
+    var reservation = 0
+    var runBase: UInt = 0
+    if let reused = popFreeRun(list: listIndex) {
+      reservation = Int(reused.reservation)
+      runBase = reused.base
+    } else if let carved = carveRun(pages: runPages, protection: protection) {
+      reservation = carved.reservation
+      runBase = carved.base
+      fresh = true
+    } else {
+      return nil
+    }
+    let runEnd = runBase + runPages * page
+    var address: UInt
+    var accessible: AddressRange
+    if guarded {
+      if configuration.placement == .upper {
+        address = (runEnd - size) & ~(alignment - 1)
+        accessible = AddressRange(start: address & ~(page - 1), end: runEnd)
+      } else {
+        address = (runBase + alignment - 1) & ~(alignment - 1)
+        accessible = AddressRange(
+          start: address & ~(page - 1), end: (address + size + page - 1) & ~(page - 1))
+      }
+      if accessible.end < accessible.start { accessible.end = accessible.start }
+    } else {
+      if configuration.placement == .upper {
+        address = (runEnd - redZone - size) & ~(alignment - 1)
+      } else {
+        address = (runBase + redZone + alignment - 1) & ~(alignment - 1)
+      }
+      accessible = AddressRange(start: runBase, end: runEnd)
+    }
+    var placement = Placement(
+      reservation: reservation, runBase: runBase, runPages: runPages, address: address,
+      accessible: accessible, protection: protection, fresh: fresh)
+    if !openPages(&placement) {
+      return nil
+    }
+    return placement
+  }
+
+  /// Makes the block's accessible pages usable and everything else in its run a guard.
+  /// Invariant of a free guarded run: every page of it (and its trailing guard) is inaccessible.
+  @usableFromInline
+  mutating func openPages(_ placement: inout Placement) -> Bool {
+    let page = pageSize
+    let runEnd = placement.runBase + placement.runPages * page
+    let accessible = placement.accessible
+    switch placement.protection {
+    case .markers:
+      do throws(PageError) {
+        if placement.fresh {
+          // A fresh run is read-write below the frontier: guard everything but the block's pages.
+          if accessible.start > placement.runBase {
+            try space.advise(
+              placement.runBase, length: accessible.start - placement.runBase, .guardInstall)
+          }
+          try space.advise(accessible.end, length: runEnd + page - accessible.end, .guardInstall)
+        } else if accessible.length > 0 {
+          try space.advise(accessible.start, length: accessible.length, .guardRemove)
+        }
+      } catch {
+        // ENOMEM for page tables: the run is left half-guarded, so it is never reused.
+        precondition(
+          error.errno != PageError.invalidArgument.errno, "guard marker call rejected: \(error)")
+        return false
+      }
+      return true
+    case .mprotect:
+      if accessible.length == 0 { return true }
+      do throws(PageError) {
+        try space.protect(accessible.start, length: accessible.length, to: .readWrite)
+      } catch {
+        precondition(error.errno != PageError.invalidArgument.errno, "mprotect rejected: \(error)")
+        // The run is still PROT_NONE (a failed split changes no protection): give it back.
+        pushFreeRun(
+          list: RunClass.of(pages: placement.runPages).index, base: placement.runBase,
+          reservation: placement.reservation)
+        if !refusalWarningIssued {
+          refusalWarningIssued = true
+          warningHandler?(HeapWarning.pageOperationRefused.rawValue, Int(error.errno))
+        }
+        return false
+      }
+      return true
+    case .canary:
+      return true
+    }
+  }
+
+  /// Carves a fresh run from the current reservation of its kind, making a new reservation if needed.
+  @usableFromInline
+  mutating func carveRun(pages: UInt, protection: BlockProtection) -> (
+    reservation: Int, base: UInt
+  )? {
+    let page = pageSize
+    let guarded = protection != .canary
+    let stride = (pages + (guarded ? 1 : 0)) * page
+    let reservationSize = max(16 * page, space.roundUpToPage(configuration.reservationSize))
+    if stride * 16 >= reservationSize {
+      // A big block gets its own reservation: [guard][run][guard].
+      guard
+        let index = makeReservation(
+          length: stride + (guarded ? page : 0), protection: protection, dedicated: true)
+      else { return nil }
+      let entry = view.reservations + index
+      let base = entry.pointee.base + (guarded ? page : 0)
+      entry.pointee.bump = entry.pointee.end
+      if protection == .markers && !extendFrontier(index, to: entry.pointee.end) { return nil }
+      return (index, base)
+    }
+    var current = guarded ? currentGuardedReservation : currentCanaryReservation
+    if current < 0 || view.reservations[current].bump + stride > view.reservations[current].end {
+      guard
+        let index = makeReservation(
+          length: reservationSize, protection: protection, dedicated: false)
+      else { return nil }
+      current = index
+      if guarded { currentGuardedReservation = index } else { currentCanaryReservation = index }
+    }
+    let entry = view.reservations + current
+    let base = entry.pointee.bump
+    if protection == .markers && !extendFrontier(current, to: base + stride) { return nil }
+    entry.pointee.bump = base + stride
+    return (current, base)
+  }
+
+  /// Markers mode keeps the uncarved part of a reservation PROT_NONE (a wild access far past the last
+  /// run faults) and opens it read-write in chunks as runs are carved. The opened part merges with the
+  /// read-write part below it, so a reservation costs at most 2 VMAs.
+  @usableFromInline
+  mutating func extendFrontier(_ index: Int, to target: UInt) -> Bool {
+    let entry = view.reservations + index
+    if target <= entry.pointee.frontier { return true }
+    let chunk: UInt = 4 << 20
+    let newFrontier = min(
+      entry.pointee.end, max(target, (entry.pointee.frontier + chunk) & ~(chunk - 1)))
+    do throws(PageError) {
+      try space.protect(
+        entry.pointee.frontier, length: newFrontier - entry.pointee.frontier, to: .readWrite)
+    } catch {
+      precondition(error.errno != PageError.invalidArgument.errno, "mprotect rejected: \(error)")
+      return false
+    }
+    if entry.pointee.frontier == entry.pointee.base {
+      // The reservation's first page is the lower guard of its first run.
+      do throws(PageError) {
+        try space.advise(entry.pointee.base, length: pageSize, .guardInstall)
+      } catch {
+        return false
+      }
+    }
+    entry.pointee.frontier = newFrontier
+    return true
+  }
+
+  @usableFromInline
+  mutating func makeReservation(length: UInt, protection: BlockProtection, dedicated: Bool) -> Int?
+  {
+    let count = view.reservationCount.pointee.load(ordering: .relaxed)
+    guard count < HeapHeader.maximumReservations else { return nil }
+    let base: UInt
+    do throws(PageError) {
+      // Canary reservations are plain read-write memory; guarded ones start inaccessible.
+      base = try space.map(
+        at: nil, length: length, protection: protection == .canary ? .readWrite : .none,
+        flags: .noReserve)
+    } catch {
+      return nil
+    }
+    var pageMap: UInt = 0
+    if !dedicated {
+      guard let map = mapTableMemory(length / pageSize * 4) else {
+        try? space.unmap(base, length: length)
+        return nil
+      }
+      pageMap = UInt(bitPattern: map)
+    }
+    let guarded = protection != .canary
+    view.reservations[count] = ReservationEntry(
+      base: base, length: length, pageMap: pageMap, bump: base + (guarded ? pageSize : 0),
+      frontier: base, protection: protection.rawValue, dedicated: dedicated)
+    view.reservationCount.pointee.store(count + 1, ordering: .releasing)
+    return count
+  }
+
+  /// Makes the block findable: every page of its run (and the trailing guard) names the record.
+  @usableFromInline
+  func publish(record number: UInt32, run: Placement) {
+    let entry = view.reservations[run.reservation]
+    if entry.dedicated {
+      view.dedicatedRecords[run.reservation].store(number, ordering: .releasing)
+      return
+    }
+    let map = UnsafeMutablePointer<Atomic<UInt32>>(bitPattern: entry.pageMap)!
+    let first = Int((run.runBase - entry.base) / pageSize)
+    let pages = Int(run.runPages) + (entry.hasGuardPages ? 1 : 0)
+    var index = first
+    while index < first + pages {
+      map[index].store(number, ordering: .releasing)
+      index += 1
+    }
+  }
+
+  @usableFromInline
+  mutating func popFreeRun(list: Int) -> FreeRun? {
+    let head = classHeads[list]
+    if head == 0 { return nil }
+    let run = freeRuns[Int(head)]
+    classHeads[list] = run.next
+    if run.next == 0 { classTails[list] = 0 }
+    freeRuns[Int(head)].next = freeRunFreeList
+    freeRunFreeList = head
+    return run
+  }
+
+  @usableFromInline
+  mutating func pushFreeRun(list: Int, base: UInt, reservation: Int) {
+    var node = freeRunFreeList
+    if node != 0 {
+      freeRunFreeList = freeRuns[Int(node)].next
+    } else {
+      // Out of nodes (more free runs than records): the run's address space is simply not reused.
+      guard freeRunBump < freeRunCapacity else { return }
+      node = freeRunBump
+      freeRunBump += 1
+    }
+    freeRuns[Int(node)] = FreeRun(base: base, next: 0, reservation: UInt16(reservation))
+    let tail = classTails[list]
+    if tail == 0 { classHeads[list] = node } else { freeRuns[Int(tail)].next = node }
+    classTails[list] = node
+  }
+
+  /// Undoes a placement whose record could not be had (the table is full).
+  @usableFromInline
+  mutating func releaseRun(_ placement: Placement) {
+    closePages(
+      protection: placement.protection, accessible: placement.accessible,
+      address: placement.address,
+      size: 0)
+    let list =
+      RunClass.of(pages: placement.runPages).index
+      + (placement.protection == .canary ? RunClass.count : 0)
+    pushFreeRun(list: list, base: placement.runBase, reservation: placement.reservation)
+  }
+
+  /// Makes a freed block's pages inaccessible and gives their memory back (guarded blocks), or fills
+  /// the block with the free byte (canary blocks, whose pages stay accessible).
+  @usableFromInline
+  mutating func closePages(
+    protection: BlockProtection, accessible: AddressRange, address: UInt, size: UInt
+  ) {
+    switch protection {
+    case .markers:
+      if accessible.length == 0 { return }
+      do throws(PageError) {
+        // Installing a marker discards the pages' contents: quarantine costs no RSS.
+        try space.advise(accessible.start, length: accessible.length, .guardInstall)
+      } catch {
+        precondition(false, "guard marker install on a block failed: \(error)")
+      }
+    case .mprotect:
+      if accessible.length == 0 { return }
+      do throws(PageError) {
+        try space.advise(accessible.start, length: accessible.length, .dontNeed)
+        // Back to PROT_NONE merges with the neighbouring guards: no new VMA, cannot hit the limit.
+        try space.protect(accessible.start, length: accessible.length, to: .none)
+      } catch {
+        precondition(false, "releasing a block's pages failed: \(error)")
+      }
+      statistics.vmasUsed -= 2
+    case .canary:
+      if let fill = configuration.freeFill, size > 0 {
+        space.fill(address, count: size, with: fill)
+      }
+    }
+  }
+
+  // MARK: - Internals: records, quarantine
+
+  @usableFromInline
+  mutating func takeRecord() -> UInt32? {
+    if recordFreeList != 0 {
+      let number = recordFreeList
+      recordFreeList = view.records[Int(number)].next
+      freeRecordCount -= 1
+      return number
+    }
+    if Int(recordBump) < view.recordCapacity {
+      defer { recordBump += 1 }
+      return recordBump
+    }
+    // The table is full: forget the oldest released block.
+    if releasedHead != 0 {
+      let number = releasedHead
+      releasedHead = view.records[Int(number)].next
+      if releasedHead == 0 { releasedTail = 0 }
+      releasedCount -= 1
+      return number
+    }
+    return nil
+  }
+
+  /// The record of the page holding `address`, if it is a record whose run (with its trailing guard)
+  /// really contains `address` (page maps keep naming a released run's last record until reuse).
+  @usableFromInline
+  func validRecord(at address: UInt) -> UInt32? {
+    guard let reservation = view.reservationIndex(containing: address) else { return nil }
+    let number = view.recordNumber(at: address, reservation: reservation)
+    guard number != 0 else { return nil }
+    let record = view.records[Int(number)]
+    guard record.state != BlockRecord.unused, Int(record.reservation) == reservation else {
+      return nil
+    }
+    let guardPage: UInt = view.reservations[reservation].hasGuardPages ? pageSize : 0
+    guard address >= record.runBase,
+      address < record.runBase + UInt(record.runPages) * pageSize + guardPage
+    else { return nil }
+    return number
+  }
+
+  @usableFromInline
+  enum ReleaseLookup {
+    case notOurs
+    case misuse(Finding)
+    case block(UInt32, mismatch: Finding?)
+  }
+
+  @usableFromInline
+  func lookupForRelease(_ address: UInt, api: AllocationAPI, stack: StackID, thread: Int32)
+    -> ReleaseLookup
+  {
+    guard view.owns(address) else { return .notOurs }
+    guard let number = validRecord(at: address) else {
+      return .misuse(
+        Finding(kind: .invalidFree, address: address, thread: thread, accessStack: stack))
+    }
+    let record = view.records[Int(number)]
+    let snapshot = record.snapshot()
+    let (relation, distance) = Self.relation(of: address, to: record)
+    if record.state != BlockState.live.rawValue {
+      let kind: FindingKind = address == record.address ? .doubleFree : .invalidFree
+      return .misuse(
+        Finding(
+          kind: kind, address: address, block: snapshot, relation: relation, distance: distance,
+          thread: thread, accessStack: stack))
+    }
+    if address != record.address {
+      let kind: FindingKind = relation == .inside ? .interiorFree : .invalidFree
+      return .misuse(
+        Finding(
+          kind: kind, address: address, block: snapshot, relation: relation, distance: distance,
+          thread: thread, accessStack: stack))
+    }
+    var mismatch: Finding? = nil
+    let allocatedWith = AllocationAPI(rawValue: record.api) ?? .malloc
+    if allocatedWith.family != api.family {
+      mismatch = Finding(
+        kind: .allocDeallocMismatch, address: address, block: snapshot, thread: thread,
+        accessStack: stack)
+    }
+    return .block(number, mismatch: mismatch)
+  }
+
+  @inlinable
+  static func relation(of address: UInt, to record: BlockRecord) -> (BlockRelation, UInt) {
+    if address < record.address { return (.beforeStart, record.address - address) }
+    if address >= record.end { return (.pastEnd, address - record.end) }
+    return (.inside, address - record.address)
+  }
+
+  /// The first canary byte that is not the pattern, before or after the live block.
+  @usableFromInline
+  func checkCanaries(record number: UInt32, thread: Int32, stack: StackID) -> Finding? {
+    let record = view.records[Int(number)]
+    let byte = configuration.canaryByte
+    var bad: UInt? = nil
+    if record.address > record.accessibleStart {
+      bad = space.firstMismatch(
+        record.accessibleStart, count: record.address - record.accessibleStart, expected: byte)
+    }
+    if bad == nil && record.accessibleEnd > record.end {
+      bad = space.firstMismatch(
+        record.end, count: record.accessibleEnd - record.end, expected: byte)
+    }
+    guard let bad else { return nil }
+    // Before the block, the byte nearest to the block is the interesting one for an underflow; the
+    // scan finds the lowest, so look for the highest bad byte below the start.
+    var reported = bad
+    if bad < record.address {
+      var probe = record.address - 1
+      while probe > bad {
+        if space.firstMismatch(probe, count: 1, expected: byte) != nil { break }
+        probe -= 1
+      }
+      reported = probe
+    }
+    let (relation, distance) = Self.relation(of: reported, to: record)
+    return Finding(
+      kind: .canaryCorruption, access: .write, address: reported, block: record.snapshot(),
+      relation: relation, distance: distance, thread: thread, accessStack: stack, detail: reported)
+  }
+
+  /// A quarantined canary block must still hold the free fill: anything else was written after free.
+  @usableFromInline
+  func checkFreeFill(record number: UInt32, thread: Int32, stack: StackID) -> Finding? {
+    let record = view.records[Int(number)]
+    guard record.protection == BlockProtection.canary.rawValue, let fill = configuration.freeFill,
+      record.size > 0,
+      let bad = space.firstMismatch(record.address, count: record.size, expected: fill)
+    else { return nil }
+    return Finding(
+      kind: .useAfterFree, access: .write, address: bad, block: record.snapshot(),
+      relation: .inside,
+      distance: bad - record.address, thread: thread, accessStack: stack, detail: bad)
+  }
+
+  @usableFromInline
+  mutating func release(
+    record number: UInt32, api: AllocationAPI, stack: StackID, thread: Int32,
+    findings: inout FindingBuffer
+  ) {
+    let record = view.records + Int(number)
+    let protection = BlockProtection(rawValue: record.pointee.protection) ?? .canary
+    closePages(
+      protection: protection,
+      accessible: AddressRange(
+        start: record.pointee.accessibleStart, end: record.pointee.accessibleEnd),
+      address: record.pointee.address, size: record.pointee.size)
+    record.pointee.state = BlockState.quarantined.rawValue
+    record.pointee.freeAPI = api.rawValue
+    record.pointee.freeStack = stack.rawValue
+    record.pointee.freeThread = thread
+    record.pointee.next = 0
+    statistics.liveBlocks -= 1
+    statistics.liveBytes -= record.pointee.size
+    if protection == .canary { statistics.canaryBlocks -= 1 }
+    statistics.quarantinedBlocks += 1
+    statistics.quarantinedBytes += record.pointee.size
+    if quarantineTail == 0 {
+      quarantineHead = number
+    } else {
+      view.records[Int(quarantineTail)].next = number
+    }
+    quarantineTail = number
+    if configuration.noFree { return }
+    while quarantineHead != 0
+      && (statistics.quarantinedBlocks > configuration.quarantineMaxCount
+        || statistics.quarantinedBytes > configuration.quarantineMaxBytes)
+    {
+      evictOldest(thread: thread, stack: stack, findings: &findings)
+    }
+  }
+
+  /// The oldest quarantined block leaves quarantine: its run becomes reusable, its record is kept
+  /// (state released) among the remembered ones.
+  @usableFromInline
+  mutating func evictOldest(thread: Int32, stack: StackID, findings: inout FindingBuffer) {
+    let number = quarantineHead
+    let record = view.records + Int(number)
+    quarantineHead = record.pointee.next
+    if quarantineHead == 0 { quarantineTail = 0 }
+    statistics.quarantinedBlocks -= 1
+    statistics.quarantinedBytes -= record.pointee.size
+    if let late = checkFreeFill(record: number, thread: thread, stack: stack) {
+      findings.append(late)
+    }
+    record.pointee.state = BlockState.released.rawValue
+    record.pointee.next = 0
+    let protection = BlockProtection(rawValue: record.pointee.protection) ?? .canary
+    let list =
+      RunClass.of(pages: UInt(record.pointee.runPages)).index
+      + (protection == .canary ? RunClass.count : 0)
+    pushFreeRun(
+      list: list, base: record.pointee.runBase, reservation: Int(record.pointee.reservation))
+    if releasedTail == 0 {
+      releasedHead = number
+    } else {
+      view.records[Int(releasedTail)].next = number
+    }
+    releasedTail = number
+    releasedCount += 1
+    if releasedCount > configuration.rememberedReleasedBlocks {
+      let oldest = releasedHead
+      releasedHead = view.records[Int(oldest)].next
+      if releasedHead == 0 { releasedTail = 0 }
+      releasedCount -= 1
+      view.records[Int(oldest)].state = BlockRecord.unused
+      view.records[Int(oldest)].next = recordFreeList
+      recordFreeList = oldest
+      freeRecordCount += 1
+    }
+  }
+}
