@@ -48,6 +48,9 @@ let package = Package(
     .executableTarget(
       name: "hp-fixture-swift", path: "Fixtures/SwiftFixtures",
       swiftSettings: [.unsafeFlags(["-g"])]),
+    .executableTarget(
+      name: "hp-fixture-cxx", path: "Fixtures/CXXFixtures",
+      cxxSettings: [.unsafeFlags(["-fno-omit-frame-pointer", "-g", "-O0"])]),
 
     // Shared by the PageSpace and PageSimulator tests: runs one random page-operation sequence against
     // two page spaces and compares them step by step.
