@@ -83,9 +83,13 @@ public struct MapOptions: Sendable, Hashable {
   /// `hugepage`: the mapping gets MADV_HUGEPAGE instead of the MADV_NOHUGEPAGE every other mapping
   /// gets on the real side (so that transparent huge pages never blur the page-level counts).
   public var hugePage: Bool
-  public init(flags: MapFlags = [], hugePage: Bool = false) {
+  /// `align SIZE`: the mapping starts at a multiple of SIZE (mapped larger, then trimmed), so that
+  /// alignment-dependent behaviour (fault-around windows) is the same on every page space.
+  public var alignment: WorkloadSize?
+  public init(flags: MapFlags = [], hugePage: Bool = false, alignment: WorkloadSize? = nil) {
     self.flags = flags
     self.hugePage = hugePage
+    self.alignment = alignment
   }
 }
 

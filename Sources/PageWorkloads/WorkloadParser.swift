@@ -130,10 +130,10 @@ public struct WorkloadParser {
     case "reserve":
       let region = try declareRegion()
       let size = try size()
+      var options = MapOptions(flags: .noReserve)
+      if try accept("align") { options.alignment = try self.size() }
       let placement = try optionalPlacement()
-      operation = .map(
-        region, size: size, protection: .none, options: MapOptions(flags: .noReserve), at: placement
-      )
+      operation = .map(region, size: size, protection: .none, options: options, at: placement)
     case "file": operation = try fileStatement()
     case "read", "write":
       operation = try touchStatement(access: keyword.text == "read" ? .read : .write)
@@ -273,11 +273,14 @@ public struct WorkloadParser {
       case "noreplace":
         _ = try take()
         noReplace = true
+      case "align":
+        _ = try take()
+        options.alignment = try self.size()
       case "at":
         placement = try optionalPlacement()
       default:
         throw error(
-          "expected a map option (shared, private, populate, noreserve, locked, stack, hugepage, at, noreplace)",
+          "expected a map option (shared, private, populate, noreserve, locked, stack, hugepage, align, at, noreplace)",
           token)
       }
     }

@@ -1,5 +1,9 @@
 import PageSpace
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What one step of a workload did in one process.
 public struct StepResult: Sendable, Hashable, Codable {
   public var label: String
@@ -59,8 +63,11 @@ public final class WorkloadRunner<Space: PageSpace> {
   public private(set) var steps: [StepResult] = []
   /// Subtracted from every window (the cost of an empty pair of snapshots; see `calibrate`).
   public var noiseFloor = FaultCounts()
-  /// Real side: every mapping gets MADV_NOHUGEPAGE unless the workload asks for huge pages.
-  public var adviseNoHugePages = true
+  /// Every mapping gets MADV_NOHUGEPAGE unless the workload asks for huge pages — needed only where
+  /// THP is `always`: under `madvise` (the measured machine) no huge page appears without
+  /// MADV_HUGEPAGE, and the advice would change VMA flags (a MAP_STACK neighbour would then merge).
+  /// Set it the same on both sides of a comparison.
+  public var adviseNoHugePages = TransparentHugePages.isAlways
   let host: (any WorkloadProcessHost<Space>)?
 
   struct Region {
@@ -209,7 +216,8 @@ public final class WorkloadRunner<Space: PageSpace> {
       var flags = options.flags
       var hint: UInt?
       if let placement {
-        guard let base = regions[placement.base.index], base.live || placement.base == region else {
+        // An unmapped region still names its old place (a hole to map into).
+        guard let base = regions[placement.base.index], !base.isFile || base.live else {
           recordError(
             "map \(regionName(region)): region \(regionName(placement.base)) is not mapped",
             at: location)
@@ -218,16 +226,30 @@ public final class WorkloadRunner<Space: PageSpace> {
         hint = base.start &+ placement.offset.bytes(pageSize: space.pageSize)
         flags.insert(placement.noReplace ? .fixedNoReplace : .fixed)
       }
+      let alignment =
+        options.alignment.map { space.roundUpToPage($0.bytes(pageSize: space.pageSize)) } ?? 0
+      let aligned =
+        placement == nil && alignment > space.pageSize && alignment & (alignment - 1) == 0
+      let mappedLength = aligned ? length &+ alignment : length
       let before = space.faultCounts
-      let result: Result<UInt, PageError>
+      var result: Result<UInt, PageError>
       do throws(PageError) {
         result = .success(
-          try space.map(at: hint, length: length, protection: protection, flags: flags))
+          try space.map(at: hint, length: mappedLength, protection: protection, flags: flags))
       } catch {
         result = .failure(error)
       }
       let after = space.faultCounts
       account(before, after, step: step)
+      if aligned, case .success(let address) = result {
+        // Trim the over-allocation to an aligned start (trims at the ends split nothing).
+        let start = (address &+ alignment &- 1) & ~(alignment &- 1)
+        let end = start &+ space.roundUpToPage(length)
+        if start > address { try? space.unmap(address, length: start &- address) }
+        let mappedEnd = address &+ space.roundUpToPage(mappedLength)
+        if mappedEnd > end { try? space.unmap(end, length: mappedEnd &- end) }
+        result = .success(start)
+      }
       switch result {
       case .failure(let error):
         recordError("map \(regionName(region)): \(error)", at: location)
@@ -452,4 +474,29 @@ public struct SplitMix64: Sendable {
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return z ^ (z >> 31)
   }
+}
+
+/// The system's transparent-huge-page mode.
+public enum TransparentHugePages {
+  /// Whether `/sys/kernel/mm/transparent_hugepage/enabled` selects `[always]`.
+  public static var isAlways: Bool {
+    guard let text = readSmallFile("/sys/kernel/mm/transparent_hugepage/enabled") else {
+      return false
+    }
+    return text.contains("[always]")
+  }
+}
+
+/// Reads a small text file (procfs/sysfs) without Foundation.
+func readSmallFile(_ path: String) -> String? {
+  #if canImport(Glibc)
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+    return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : nil
+  #else
+    return nil
+  #endif
 }
