@@ -208,16 +208,20 @@ public struct SystemPageSpace: PageSpace, Sendable {
     }
 
     /// How a one-byte read would end on x86-64: nil if it succeeds, else the `si_code`. Any of
-    /// read, write or execute permission makes a page readable there (kernel-semantics.md §5).
+    /// read, write or execute permission makes a page readable there (kernel-semantics.md §5). The
+    /// VMA's protection is checked before the page table, so a guard marker on a page the access is
+    /// not allowed on anyway faults with SEGV_ACCERR, not SEGV_MAPERR (measured).
     public var readFault: FaultCode? {
-      if !mapped || guardMarker { return .mapError }
-      return protection.isDisjoint(with: [.read, .write, .exec]) ? .accessError : nil
+      if !mapped { return .mapError }
+      if protection.isDisjoint(with: [.read, .write, .exec]) { return .accessError }
+      return guardMarker ? .mapError : nil
     }
 
     /// How a one-byte write would end: nil if it succeeds, else the `si_code`.
     public var writeFault: FaultCode? {
-      if !mapped || guardMarker { return .mapError }
-      return protection.contains(.write) ? nil : .accessError
+      if !mapped { return .mapError }
+      if !protection.contains(.write) { return .accessError }
+      return guardMarker ? .mapError : nil
     }
   }
 
