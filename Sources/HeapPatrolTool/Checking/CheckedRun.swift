@@ -83,9 +83,9 @@ public final class CheckedRun {
     program: String, arguments: [String], displayName: String? = nil,
     currentDirectory: String? = nil
   ) throws -> CheckResult {
-    let library = try layout.requirePreloadLibrary()
     let executable = try ChildProcess.resolve(program, environment: environment)
     try OptionsValidation.validate(settings.userOptions)
+    let library = try layout.requirePreloadLibrary()
 
     let logDirectory = try Self.makeLogDirectory()
     defer { try? FileManager.default.removeItem(atPath: logDirectory) }
@@ -93,6 +93,12 @@ public final class CheckedRun {
     var childEnvironment = environment
     childEnvironment["LD_PRELOAD"] = Self.childPreload(
       existing: environment["LD_PRELOAD"], library: library)
+    // The Swift runtime the preload brings into every program installs its crash backtracer, which
+    // would take SIGSEGV before HeapPatrol's fault handler and exit 0 after a crash; keep it off
+    // unless the user configured it.
+    if childEnvironment["SWIFT_BACKTRACE"] == nil {
+      childEnvironment["SWIFT_BACKTRACE"] = "enable=no"
+    }
     childEnvironment["HEAPPATROL_OPTIONS"] = Self.childOptions(
       inherited: environment["HEAPPATROL_OPTIONS"], user: settings.userOptions,
       logDirectory: logDirectory,

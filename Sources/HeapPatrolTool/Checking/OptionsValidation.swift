@@ -1,11 +1,12 @@
 import Foundation
+import HeapPatrol
 
 /// Checks a user's option string before the program starts, so a typo is a clear error from the CLI
 /// instead of a program run without the intended setting. The preload checks again (it is the
 /// authority on values); this catches malformed pairs up front.
 public enum OptionsValidation {
   /// The option names the preload understands, when known to this build.
-  public static var knownNames: Set<String>? { nil }
+  public static let knownNames: Set<String>? = Set(OptionsTable.all.map(\.name))
 
   public static func validate(_ options: String?) throws {
     guard let options else { return }

@@ -14,82 +14,82 @@ public struct ReportRenderer: Sendable {
 
   public func render(_ finding: FindingRecord) -> String {
     var lines = [Self.separator, header(finding)]
-    lines += description(finding)
     if finding.kind == "leak" {
-      let count = finding.count ?? 1
-      let bytes = finding.bytes ?? finding.block?.size ?? 0
-      lines.append(
-        "  leak of \(bytes) bytes in \(count) \(count == 1 ? "block" : "blocks") allocated at:")
+      var text = "  leak of \(leakSize(finding)) allocated"
+      if let block = finding.block {
+        text += " (first: block #\(block.index.map(String.init) ?? "?"), \(block.api ?? "?")"
+        text += ", thread \(block.thread.map(String.init) ?? "?"))"
+      }
+      lines.append(text + " at:")
       lines += frameLines(finding.allocationStack ?? [])
     } else {
-      if let stack = finding.accessStack, !stack.isEmpty {
-        lines.append("  \(accessLabel(finding)):")
-        lines += frameLines(stack)
-      }
-      if let stack = finding.allocationStack, !stack.isEmpty {
-        lines.append("  allocated by thread \(finding.block?.thread.map(String.init) ?? "?") at:")
-        lines += frameLines(stack)
-      }
-      if let stack = finding.freeStack, !stack.isEmpty {
-        lines.append("  freed by thread \(finding.block?.freeThread.map(String.init) ?? "?") at:")
-        lines += frameLines(stack)
+      lines += description(finding)
+      lines.append("  \(Self.accessStackLabel(finding.kind))")
+      lines += frameLines(finding.accessStack ?? [])
+      if let block = finding.block {
+        lines.append("  allocated by thread \(block.thread.map(String.init) ?? "?") at:")
+        lines += frameLines(finding.allocationStack ?? [])
+        if block.state != "live" {
+          lines.append("  freed by thread \(block.freeThread.map(String.init) ?? "?") at:")
+          lines += frameLines(finding.freeStack ?? [])
+        }
       }
     }
     lines.append(summary(finding))
     return lines.joined(separator: "\n") + "\n"
   }
 
-  /// `==PID==ERROR: HeapPatrol: KIND [CODE] ACCESS at ADDRESS (thread TID)`
+  /// "N bytes in K blocks".
+  func leakSize(_ finding: FindingRecord) -> String {
+    let count = finding.count ?? 1
+    let bytes = finding.bytes ?? finding.block?.size ?? 0
+    return
+      "\(bytes) \(bytes == 1 ? "byte" : "bytes") in \(count) \(count == 1 ? "block" : "blocks")"
+  }
+
+  /// `==PID==ERROR: HeapPatrol: KIND [CODE] ACCESS at ADDRESS (thread TID)`, for leaks
+  /// `==PID==ERROR: HeapPatrol: leak [SHOWUNFREED] N bytes in K blocks`.
   func header(_ finding: FindingRecord) -> String {
     var text = "==\(finding.pid.map(String.init) ?? "?")==ERROR: HeapPatrol: \(finding.kind)"
     if let code = finding.code { text += " [\(code)]" }
+    if finding.kind == "leak" { return text + " " + leakSize(finding) }
     if let access = finding.access { text += " \(access)" }
-    if finding.kind != "leak", let address = finding.address { text += " at \(address.paddedHex)" }
+    if let address = finding.address { text += " at \(address.paddedHex)" }
     if let thread = finding.thread { text += " (thread \(thread))" }
     return text
   }
 
-  /// Where the address lies relative to its block, and kind-specific details.
+  /// Where the address lies relative to its block (or what is wrong without one).
   func description(_ finding: FindingRecord) -> [String] {
     var lines: [String] = []
-    if let block = finding.block, finding.kind != "leak" {
-      let subject = finding.address?.paddedHex ?? "the address"
-      let size = block.size.map(String.init) ?? "?"
-      let api = block.api ?? "?"
+    if let block = finding.block {
+      let isCanary = finding.kind == "canary-corruption" && finding.firstBadByte != nil
+      let subject = (isCanary ? finding.firstBadByte : finding.address)?.paddedHex ?? "the address"
+      let size = block.size.map { "\($0) \($0 == 1 ? "byte" : "bytes")" } ?? "? bytes"
       let what =
         "\(block.isFreed ? "freed block" : "block") #\(block.index.map(String.init) ?? "?")"
       let start = block.address.map { " at \($0.paddedHex)" } ?? ""
       lines.append(
-        "  \(subject) is \(relationText(finding, block: block)) \(what) (\(size) bytes, \(api))\(start)"
-      )
-      if let freeApi = block.freeApi,
-        finding.kind == "alloc-dealloc-mismatch" || finding.kind == "double-free"
-      {
-        lines.append(
-          "  the block was allocated with \(api) and \(block.isFreed ? "freed" : "released") with \(freeApi)"
-        )
+        "  \(isCanary ? "first corrupted byte " : "")\(subject) is \(relationText(finding, block: block)) "
+          + "\(what) (\(size), \(block.api ?? "?"))\(start)")
+      if finding.kind == "alloc-dealloc-mismatch", let freeApi = block.freeApi {
+        lines.append("  allocated with \(block.api ?? "?"), released with \(freeApi)")
       }
-    } else if let message = finding.message, !message.isEmpty, finding.kind != "leak" {
-      lines.append("  \(message)")
-    }
-    if let firstBad = finding.firstBadByte {
-      var text = "  first corrupted byte at \(firstBad.paddedHex)"
-      if let block = finding.block, let start = block.address?.value, let size = block.size,
-        firstBad.value >= start + size
-      {
-        text += " (\(firstBad.value - start - size) bytes past the end)"
+    } else if let message = finding.message, !message.isEmpty {
+      // The preload's message is "kind: [ACCESS ]description"; the header already says both.
+      var text = Substring(message)
+      if text.hasPrefix(finding.kind + ": ") { text = text.dropFirst(finding.kind.count + 2) }
+      if let access = finding.access, text.hasPrefix(access + " ") {
+        text = text.dropFirst(access.count + 1)
       }
-      lines.append(text)
-    }
-    if finding.block == nil, let bytes = finding.bytes,
-      finding.kind == "size-overflow" || finding.kind == "out-of-memory"
-    {
-      lines.append("  requested \(bytes) bytes")
+      lines.append("  \(text)")
+    } else if let address = finding.address {
+      lines.append("  \(address.paddedHex) is not inside any heap block")
     }
     return lines
   }
 
-  /// "N bytes past the end of", "N bytes before the start of", "N bytes inside".
+  /// "N bytes past the end of", "N bytes before the start of", "N bytes inside of".
   func relationText(_ finding: FindingRecord, block: BlockRecord) -> String {
     var relation = finding.relation
     var distance = finding.distance
@@ -106,22 +106,22 @@ public struct ReportRenderer: Sendable {
         distance = distance ?? UInt64(offset)
       }
     }
-    let bytes = distance.map(String.init) ?? "?"
+    let bytes = distance.map { "\($0) \($0 == 1 ? "byte" : "bytes")" } ?? "? bytes"
     switch relation {
-    case "past-end": return "\(bytes) bytes past the end of"
-    case "before-start": return "\(bytes) bytes before the start of"
-    default: return "\(bytes) bytes inside"
+    case "past-end": return "\(bytes) past the end of"
+    case "before-start": return "\(bytes) before the start of"
+    default: return "\(bytes) inside of"
     }
   }
 
-  func accessLabel(_ finding: FindingRecord) -> String {
-    if finding.access != nil { return "accessed at" }
-    switch finding.kind {
-    case "double-free": return "freed again at"
-    case "invalid-free", "interior-free", "alloc-dealloc-mismatch": return "released at"
-    case "canary-corruption": return "detected at"
-    case "size-overflow", "out-of-memory", "bad-alignment": return "requested at"
-    default: return "at"
+  /// The heading of the stack where the finding happened (the preload's own labels).
+  static func accessStackLabel(_ kind: String) -> String {
+    switch kind {
+    case "double-free", "invalid-free", "interior-free", "alloc-dealloc-mismatch": "released at:"
+    case "canary-corruption": "detected at:"
+    case "bad-alignment", "size-overflow", "out-of-memory": "requested at:"
+    case "leak": "allocated at:"
+    default: "accessed at:"
     }
   }
 
@@ -156,6 +156,7 @@ public struct ReportRenderer: Sendable {
   }
 
   func frameLines(_ frames: [StackFrame]) -> [String] {
+    if frames.isEmpty { return ["    <no stack recorded>"] }
     var lines: [String] = []
     var number = 0
     for frame in Self.visibleFrames(frames) {

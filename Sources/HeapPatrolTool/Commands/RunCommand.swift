@@ -19,26 +19,18 @@ struct RunCommand: ParsableCommand {
 
   @OptionGroup var checking: CheckingOptions
 
+  @Argument(help: ArgumentHelp("The program to run (put -- before it).", valueName: "program"))
+  var program: String
+
   @Argument(
     parsing: .captureForPassthrough,
-    help: ArgumentHelp("The program to run and its arguments (after --).", valueName: "program"))
-  var command: [String] = []
-
-  func validate() throws {
-    if programAndArguments.isEmpty {
-      throw ValidationError("Missing the program to run: heappatrol run -- PROGRAM [ARGS...]")
-    }
-  }
-
-  var programAndArguments: [String] {
-    command.first == "--" ? Array(command.dropFirst()) : command
-  }
+    help: ArgumentHelp("The program's arguments.", valueName: "args"))
+  var arguments: [String] = []
 
   func run() throws {
     try exitWithStatus {
-      let command = programAndArguments
       let checked = CheckedRun(settings: checking.settings)
-      return try checked.run(program: command[0], arguments: Array(command.dropFirst())).exitCode
+      return try checked.run(program: program, arguments: arguments).exitCode
     }
   }
 }

@@ -1,9 +1,107 @@
 import ArgumentParser
+import Foundation
 
-// Placeholder until its issue lands: refuses clearly instead of pretending.
+/// `heappatrol swift-test`
 struct SwiftTestCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "swift-test", abstract: "(not built yet)")
+  static let configuration = CommandConfiguration(
+    commandName: "swift-test",
+    abstract: "Build a Swift package's tests and run its test bundle under HeapPatrol.",
+    discussion: """
+      Runs `swift build --build-tests`, then the package's test bundle (.build/debug/*PackageTests.xctest) \
+      the way `swift test` does on Linux: once for XCTest (no arguments) and once for Swift Testing \
+      (`--testing-library swift-testing`), each under the preload. Arguments after -- go to each run of \
+      the bundle. Findings, summary and exit status as for `heappatrol run`.
+
+      Example: heappatrol swift-test --package-path ../MyPackage --library swift-testing -- --filter Parser
+      """)
+
+  enum Library: String, ExpressibleByArgument, CaseIterable {
+    case both, xctest
+    case swiftTesting = "swift-testing"
+  }
+
+  @Option(name: .long, help: ArgumentHelp("The package to test.", valueName: "dir"))
+  var packagePath: String = "."
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("The package's scratch (build) path, if not DIR/.build.", valueName: "dir"))
+  var scratchPath: String?
+
+  @Option(name: .long, help: "Which test library to run: both, xctest or swift-testing.")
+  var library: Library = .both
+
+  @OptionGroup var checking: CheckingOptions
+
+  @Argument(
+    parsing: .postTerminator,
+    help: ArgumentHelp("Arguments for the test bundle.", valueName: "args"))
+  var bundleArguments: [String] = []
+
   func run() throws {
-    throw ValidationError("heappatrol swift-test is not built yet")
+    try exitWithStatus {
+      let layout = InstallLayout.current()
+      _ = try layout.requirePreloadLibrary()
+      guard let swift = ToolProcess.find("swift") else {
+        throw CheckError("cannot find `swift` in PATH")
+      }
+      let packageDirectory = URL(fileURLWithPath: packagePath).standardizedFileURL.path
+      var buildArguments = ["build", "--build-tests", "--package-path", packageDirectory]
+      if let scratchPath { buildArguments += ["--scratch-path", scratchPath] }
+
+      let environment = ProcessInfo.processInfo.environment
+      let build = try ChildProcess.run(
+        swift, arguments: buildArguments, displayName: "swift", environment: environment)
+      guard build == .exited(0) else {
+        throw CheckError(
+          "`swift \(buildArguments.joined(separator: " "))` failed (\(build))",
+          exitCode: build.shellStatus)
+      }
+      let binPath = try ToolProcess.capture(swift, buildArguments + ["--show-bin-path"]).text
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+      let bundles = ((try? FileManager.default.contentsOfDirectory(atPath: binPath)) ?? [])
+        .filter { $0.hasSuffix("PackageTests.xctest") }.sorted()
+      guard let bundleName = bundles.first else {
+        throw CheckError(
+          "no test bundle (*PackageTests.xctest) in \(binPath): does the package have test targets?"
+        )
+      }
+      let bundle = (binPath as NSString).appendingPathComponent(bundleName)
+
+      var runs: [[String]] = []
+      if library != .swiftTesting { runs.append(bundleArguments) }
+      if library != .xctest {
+        runs.append(["--testing-library", "swift-testing"] + bundleArguments)
+      }
+
+      let checked = CheckedRun(layout: layout, settings: checking.settings)
+      var worstStatus: Int32 = 0
+      var findings = 0
+      var jsonParts: [String] = []
+      for (index, arguments) in runs.enumerated() {
+        var settings = checking.settings
+        if let json = settings.jsonOutput, runs.count > 1 {
+          settings.jsonOutput = json + ".part\(index)"
+          jsonParts.append(settings.jsonOutput!)
+        }
+        let run = CheckedRun(layout: layout, settings: settings, symbolizer: checked.symbolizer)
+        let result = try run.run(
+          program: bundle, arguments: arguments, displayName: bundleName,
+          currentDirectory: packageDirectory)
+        findings += result.findings.count
+        if worstStatus == 0, let exit = result.programExit { worstStatus = exit.shellStatus }
+      }
+      if let json = checking.json, !jsonParts.isEmpty {
+        var combined = Data()
+        for part in jsonParts {
+          combined += FileManager.default.contents(atPath: part) ?? Data()
+          try? FileManager.default.removeItem(atPath: part)
+        }
+        guard FileManager.default.createFile(atPath: json, contents: combined) else {
+          throw CheckError("cannot write the JSON report to \(json)")
+        }
+      }
+      return findings > 0 ? checking.errorExitCode : worstStatus
+    }
   }
 }
