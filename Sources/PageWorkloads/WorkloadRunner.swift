@@ -59,7 +59,17 @@ public protocol WorkloadProcessHost<Space>: AnyObject {
 public final class WorkloadRunner<Space: PageSpace> {
   public let space: Space
   public let processName: String
-  public let symbols: WorkloadSymbols
+  /// Names for reports; a streaming caller updates them as the parser declares more.
+  public var symbols: WorkloadSymbols {
+    didSet {
+      if regions.count < symbols.regionNames.count {
+        regions.append(
+          contentsOf: repeatElement(nil, count: symbols.regionNames.count - regions.count))
+      }
+    }
+  }
+  /// Loads and stores made so far (touches), for replay statistics.
+  public private(set) var accessCount: UInt64 = 0
   public private(set) var steps: [StepResult] = []
   /// Subtracted from every window (the cost of an empty pair of snapshots; see `calibrate`).
   public var noiseFloor = FaultCounts()
@@ -295,8 +305,11 @@ public final class WorkloadRunner<Space: PageSpace> {
       let after = space.faultCounts
       account(before, after, step: step)
       if let fault {
+        // The page, not the address: addresses differ between page spaces, pages do not.
+        let page = (fault.address &- state.start) / space.pageSize
+        let verb = access == .read ? "read" : "write"
         recordError(
-          "\(access == .read ? "read" : "write") \(regionName(region)): SIGSEGV \(fault)",
+          "\(verb) \(regionName(region)): SIGSEGV \(fault.code) at page \(Int(bitPattern: page))",
           at: location)
       }
 
@@ -454,6 +467,7 @@ public final class WorkloadRunner<Space: PageSpace> {
 
   @inline(__always)
   private func access1(_ access: MemoryAccess, _ address: UInt) throws(PageFault) {
+    accessCount &+= 1
     if access == .write {
       try space.store(1, at: address)
     } else {
