@@ -93,6 +93,9 @@ public struct HeapConfiguration: Sendable, Hashable {
   /// Fill for new memory (malloc, new, memalign; not calloc, which is zero): mpatrol's ALLOCBYTE.
   /// nil leaves it as the pages give it (zero for fresh pages).
   public var allocationFill: UInt8? = 0xFF
+  /// Blocks larger than this get the allocation fill only in their first and last `allocationFillLimit
+  /// / 2` bytes: filling a 3 GiB buffer would make all of it resident. nil = fill everything.
+  public var allocationFillLimit: UInt? = 1 << 20
   /// Fill for freed memory that stays accessible (canary-mode blocks in quarantine): mpatrol's FREEBYTE.
   /// Guarded blocks' pages become inaccessible on free, so their contents do not matter.
   public var freeFill: UInt8? = 0x55

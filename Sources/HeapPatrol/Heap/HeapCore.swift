@@ -154,7 +154,12 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
       // Guarded pages are always zero when handed out (fresh, guard-removed, or DONTNEED'd on free).
       if placed.protection == .canary && size > 0 { space.fill(address, count: size, with: 0) }
     } else if let fill = configuration.allocationFill, size > 0 {
-      space.fill(address, count: size, with: fill)
+      if let limit = configuration.allocationFillLimit, size > limit {
+        space.fill(address, count: limit / 2, with: fill)
+        space.fill(end - limit / 2, count: limit / 2, with: fill)
+      } else {
+        space.fill(address, count: size, with: fill)
+      }
     }
 
     statistics.liveBlocks += 1
@@ -236,6 +241,22 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     release(record: number, api: api, stack: stack, thread: thread, findings: &result.findings)
     result.address = newAddress
     return result
+  }
+
+  /// `count * size` for calloc / reallocarray, or a size-overflow finding when it does not fit: the
+  /// caller decides (calloc returns NULL with ENOMEM).
+  public static func multipliedSize(
+    count: UInt, size: UInt, thread: Int32 = 0, stack: StackID = .none
+  ) -> Result<UInt, SizeOverflow> {
+    let (product, overflow) = count.multipliedReportingOverflow(by: size)
+    if overflow {
+      return .failure(
+        SizeOverflow(
+          finding: Finding(
+            kind: .sizeOverflow, address: 0, thread: thread, accessStack: stack, detail: count,
+            bytes: size)))
+    }
+    return .success(product)
   }
 
   // MARK: - Lookup

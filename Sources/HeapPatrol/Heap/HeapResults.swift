@@ -102,3 +102,9 @@ public struct HeapStatistics: Sendable, Hashable {
 
   public init() {}
 }
+
+/// `count * size` did not fit in a size_t (calloc, reallocarray).
+public struct SizeOverflow: Error, Sendable, Hashable {
+  /// The size-overflow finding: `detail` is the count, `bytes` the element size.
+  public var finding: Finding
+}

@@ -170,6 +170,16 @@ public struct HeapView: @unchecked Sendable {
     return map[Int(page)].load(ordering: .acquiring)
   }
 
+  /// Calls `body` with the address range of every reservation (for per-range VMA counts, maps).
+  public func forEachReservation(_ body: (AddressRange) -> Void) {
+    let count = reservationCount.pointee.load(ordering: .acquiring)
+    var index = 0
+    while index < count {
+      body(AddressRange(start: reservations[index].base, length: reservations[index].length))
+      index += 1
+    }
+  }
+
   /// Whether `address` lies in the heap's address space (a reservation), block or not.
   @inlinable
   public func owns(_ address: UInt) -> Bool { reservationIndex(containing: address) != nil }
