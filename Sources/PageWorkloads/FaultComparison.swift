@@ -22,8 +22,8 @@ public final class SimulatedProcessHost: WorkloadProcessHost {
   public func fork(_ child: ChildID, name: String, parent: WorkloadRunner<SimulatedPageSpace>)
     throws(PageError)
   {
-    // Waiting for the simulator's fork (SimulatedPageSpace has no public fork yet).
-    throw .unsupported
+    // The simulator's fork costs no fault, like the real fork outside the measured windows.
+    children[child.index] = WorkloadRunner(childOf: parent, space: parent.space.fork(), name: name)
   }
 
   public func run(_ body: [WorkloadStatement], block: Int, in child: ChildID) throws(PageError)
@@ -35,7 +35,8 @@ public final class SimulatedProcessHost: WorkloadProcessHost {
   }
 
   public func exit(_ child: ChildID) throws(PageError) {
-    guard children.removeValue(forKey: child.index) != nil else { throw .invalidArgument }
+    guard let runner = children.removeValue(forKey: child.index) else { throw .invalidArgument }
+    runner.space.exit()
   }
 }
 
@@ -82,6 +83,11 @@ public enum FaultComparison {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = ["faults", "--child", argument]
+    // Resolve every dynamic symbol at start-up: a lazily bound first call writes its GOT page, a
+    // copy-on-write fault that would land in the first window using that function.
+    var environment = ProcessInfo.processInfo.environment
+    environment["LD_BIND_NOW"] = "1"
+    process.environment = environment
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output

@@ -156,6 +156,10 @@
         try? space.store(1, at: scratch)
         _ = try? space.load(scratch)
         try? space.protect(scratch, length: space.pageSize, to: .readWrite)
+        // Every other call a window may make, so their code and data pages are warm too.
+        try? space.advise(scratch, length: space.pageSize, .normal)
+        try? space.lock(scratch, length: space.pageSize)
+        try? space.unlock(scratch, length: space.pageSize)
         let after = space.faultCounts
         if after - before == FaultCounts() { break }
       }
