@@ -180,7 +180,7 @@ public final class Symbolizer {
 
   /// Parses `addr2line -a -f -i` output: per address an "0x..." line, then (function, file:line)
   /// pairs, innermost first; "??" means unknown.
-  static func parseAddr2line(_ text: String) -> [UInt64: [SourceLocation]] {
+  public static func parseAddr2line(_ text: String) -> [UInt64: [SourceLocation]] {
     var answers: [UInt64: [SourceLocation]] = [:]
     var current: UInt64?
     var pendingFunction: String?
