@@ -10,6 +10,10 @@ enum HeapSpaceKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
   case real
   /// Real pages with guard markers forced off: the mprotect path.
   case realMprotect
+  /// The simulated page space (guard markers available).
+  case simulated
+  /// The simulated page space without guard markers: the mprotect path.
+  case simulatedMprotect
 
   var testDescription: String { rawValue }
 }
@@ -43,6 +47,15 @@ func withHeap(
     if configuration.guardMechanism == .automatic { configuration.guardMechanism = .mprotect }
     let heap = try #require(
       GuardedHeap(space: SystemPageSpace(forceNoGuardMarkers: true), configuration: configuration))
+    try body(heap)
+  case .simulated, .simulatedMprotect:
+    let space = SimulatedPageSpace()
+    var configuration = configuration
+    if kind == .simulatedMprotect {
+      space.guardMarkersAvailable = false
+      if configuration.guardMechanism == .automatic { configuration.guardMechanism = .mprotect }
+    }
+    let heap = try #require(GuardedHeap(space: space, configuration: configuration))
     try body(heap)
   }
 }
