@@ -155,6 +155,18 @@ public struct StackDepot: @unchecked Sendable {
     return StackID(rawValue: id)
   }
 
+  /// atfork `prepare`: holds the insert lock across fork, so the child never inherits it taken by
+  /// a thread that does not exist there.
+  public func lockForFork() {
+    while !header.pointee.lock.compareExchange(expected: 0, desired: 1, ordering: .acquiring)
+      .exchanged
+    {
+    }
+  }
+
+  /// atfork `parent` and `child`.
+  public func unlockAfterFork() { header.pointee.lock.store(0, ordering: .releasing) }
+
   /// The frames of `id` (empty for `.none` or an id this depot never handed out). The memory stays
   /// valid for the depot's lifetime: stacks are never removed.
   public func frames(of id: StackID) -> UnsafeBufferPointer<UInt> {
