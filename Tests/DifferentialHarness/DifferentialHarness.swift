@@ -39,6 +39,7 @@
 // A run stops at the first step that disagrees, then shrinks the sequence (drops operations while
 // some step still disagrees) and reports the shortest sequence it found as a numbered op list.
 import PageSpace
+import Synchronization
 
 // MARK: - Deterministic randomness
 
@@ -408,9 +409,11 @@ public struct DifferentialRun<A: PageAccessInspecting, B: PageAccessInspecting> 
   public var arenaPages: Int
   public var makeA: () -> A
   public var makeB: () -> B
-  /// Where each side asks for its fenced arena (a hint, not MAP_FIXED). Same alignment mod 2 MiB.
-  public var hintA: UInt = 0x2000_0000_0000
-  public var hintB: UInt = 0x2040_0000_0000
+  /// Where each side asks for its fenced arena (a hint, not MAP_FIXED); keep the same alignment
+  /// mod 2 MiB. nil (the default): a fresh pair of 1 GiB-aligned slots from 0x2000_0000_0000 per
+  /// replay, so that runs on parallel test threads never ask for the same place.
+  public var hintA: UInt? = nil
+  public var hintB: UInt? = nil
   /// Compare fault deltas (switch off only to look at the other aspects of a known fault mismatch).
   public var comparesFaults = true
   /// Shrink a failing sequence to a minimal reproducer.
@@ -452,15 +455,33 @@ public struct DifferentialRun<A: PageAccessInspecting, B: PageAccessInspecting> 
     return report
   }
 
+  /// What each step of `sequence` does on a fresh `makeA()` (for traces and coverage checks).
+  public func observeA(_ sequence: [PageOperation]) -> [StepObservation] {
+    Self.observe(sequence, on: makeA(), arenaPages: arenaPages, hint: hintA ?? Arena.nextSlot())
+  }
+
+  /// What each step of `sequence` does on `space`, in a fresh fenced arena.
+  public static func observe<S: PageAccessInspecting>(
+    _ sequence: [PageOperation], on space: S, arenaPages: Int, hint: UInt
+  ) -> [StepObservation] {
+    guard case .success(let arena) = Arena.setUp(space, pages: arenaPages, hint: hint) else {
+      return []
+    }
+    defer { Arena.tearDown(space, base: arena, pages: arenaPages) }
+    warmUp(space, arena: arena, pages: arenaPages)
+    return sequence.map { step($0, on: space, arena: arena, pages: arenaPages) }
+  }
+
   /// Runs `sequence` on fresh arenas; returns the disagreements of the first step that has any.
   public func replay(_ sequence: [PageOperation]) -> [Disagreement] {
     let a = makeA()
     let b = makeB()
     let arenaA: UInt
     let arenaB: UInt
-    switch (
-      Arena.setUp(a, pages: arenaPages, hint: hintA), Arena.setUp(b, pages: arenaPages, hint: hintB)
-    ) {
+    let slot = Arena.nextSlot()
+    let resultA = Arena.setUp(a, pages: arenaPages, hint: hintA ?? slot)
+    let resultB = Arena.setUp(b, pages: arenaPages, hint: hintB ?? slot + Arena.slotSize)
+    switch (resultA, resultB) {
     case (.success(let baseA), .success(let baseB)):
       arenaA = baseA
       arenaB = baseB
@@ -659,6 +680,16 @@ public struct DifferentialRun<A: PageAccessInspecting, B: PageAccessInspecting> 
 
 /// The fenced arena: [shared fence][arena pages][shared fence], the arena a PROT_NONE reservation.
 enum Arena {
+  static let slotSize: UInt = 1 << 30
+  private static let slotCounter = Atomic<UInt>(0)
+
+  /// A hint far below the kernel's top-down mmap area (so holes stay holes), unique among the
+  /// last 4096 replays; two consecutive slots per replay.
+  static func nextSlot() -> UInt {
+    let slot = slotCounter.add(1, ordering: .relaxed).newValue % 4096
+    return 0x2000_0000_0000 + slot * 2 * slotSize
+  }
+
   static func setUp<S: PageSpace>(_ space: S, pages: Int, hint: UInt) -> Result<UInt, PageError> {
     let pageSize = space.pageSize
     let total = UInt(pages + 2) * pageSize
