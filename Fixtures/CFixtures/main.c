@@ -161,6 +161,18 @@ NOINLINE static int wild_access(void) {
   return value;
 }
 
+// The bug happens in a forked child, which writes its own log: the report must still reach the user.
+NOINLINE static int use_after_free_in_child(void) {
+  printf("parent %d\n", (int)getpid());
+  fflush(stdout);
+  pid_t child = fork();
+  if (child < 0) return 1;
+  if (child == 0) _exit(use_after_free_read());
+  int status = 0;
+  if (waitpid(child, &status, 0) != child) return 2;
+  return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0) ? 0 : 3;
+}
+
 // MARK: - Good programs (tricky but legal)
 
 NOINLINE static int good_realloc(void) {
@@ -391,6 +403,7 @@ static const struct fixture_case cases[] = {
     {"size-overflow", size_overflow, "calloc(SIZE_MAX/2, 4) (NULL, ENOMEM)"},
     {"out-of-memory", out_of_memory, "malloc(64 MiB) under limit=16m (NULL, ENOMEM)"},
     {"leak", leak, "loses the only pointers to three 16-byte blocks"},
+    {"use-after-free-in-child", use_after_free_in_child, "a forked child reads a freed block; the parent exits 0"},
     {"wild-access", wild_access, "reads 1 MiB past a block, inside the heap's address space"},
     {"good-realloc", good_realloc, "realloc loops, realloc(NULL), reallocarray"},
     {"good-usable-size", good_usable_size, "writes all malloc_usable_size bytes"},

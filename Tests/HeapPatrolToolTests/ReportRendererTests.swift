@@ -73,7 +73,7 @@ import Testing
       StackFrame(
         pc: HexNumber(0x1000), module: "/src/m", offset: HexNumber(0x1000), function: "helper",
         file: "/src/m.c",
-        line: 3, inlinedInto: [SourceLocation(function: "caller", file: "/src/m.c", line: 9)])
+        line: 3, inlinedInto: [SymbolLocation(function: "caller", file: "/src/m.c", line: 9)])
     ]
     finding.freeStack = [Self.frame(0x2000, "/lib/m.so", 0x2000)]
     let text = renderer.render(finding)

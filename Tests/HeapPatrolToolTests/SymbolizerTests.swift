@@ -170,10 +170,10 @@ import Testing
     let parsed = Symbolizer.parseAddr2line(output)
     #expect(
       parsed[0x1139] == [
-        SourceLocation(function: "helper", file: "/src/t.c", line: 2),
-        SourceLocation(function: "leaf", file: "/src/t.c", line: 4),
+        SymbolLocation(function: "helper", file: "/src/t.c", line: 2),
+        SymbolLocation(function: "leaf", file: "/src/t.c", line: 4),
       ])
     #expect(parsed[0x9999] == [])
-    #expect(parsed[0x1140] == [SourceLocation(function: "main", file: "/src/t.c", line: nil)])
+    #expect(parsed[0x1140] == [SymbolLocation(function: "main", file: "/src/t.c", line: nil)])
   }
 }

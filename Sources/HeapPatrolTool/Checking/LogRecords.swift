@@ -52,7 +52,7 @@ public struct HexNumber: Codable, Hashable, Sendable, Comparable, CustomStringCo
 }
 
 /// One source location a frame maps to (several for inlined code).
-public struct SourceLocation: Codable, Hashable, Sendable {
+public struct SymbolLocation: Codable, Hashable, Sendable {
   public var function: String?
   public var file: String?
   public var line: Int?
@@ -76,11 +76,11 @@ public struct StackFrame: Codable, Hashable, Sendable {
   public var file: String?
   public var line: Int?
   public var column: Int?
-  public var inlinedInto: [SourceLocation]?
+  public var inlinedInto: [SymbolLocation]?
 
   public init(
     pc: HexNumber? = nil, module: String? = nil, offset: HexNumber? = nil, function: String? = nil,
-    file: String? = nil, line: Int? = nil, column: Int? = nil, inlinedInto: [SourceLocation]? = nil
+    file: String? = nil, line: Int? = nil, column: Int? = nil, inlinedInto: [SymbolLocation]? = nil
   ) {
     self.pc = pc
     self.module = module
@@ -95,8 +95,8 @@ public struct StackFrame: Codable, Hashable, Sendable {
   public var isSymbolized: Bool { function != nil || file != nil }
 
   /// The innermost source location, then the callers inlined into it.
-  public var sourceLocations: [SourceLocation] {
-    [SourceLocation(function: function, file: file, line: line, column: column)]
+  public var symbolLocations: [SymbolLocation] {
+    [SymbolLocation(function: function, file: file, line: line, column: column)]
       + (inlinedInto ?? [])
   }
 }

@@ -128,7 +128,8 @@ public struct ReportRenderer: Sendable {
   // MARK: - Frames
 
   /// The frames worth showing: HeapPatrol's own frames (the preload, or its code linked into the
-  /// program) are elided from the top, so "#0" is the first frame of the program, as in ASan.
+  /// program) and the Swift runtime's allocation entry points are elided from the top, so "#0" is the
+  /// first frame of the program, as in ASan.
   public static func visibleFrames(_ frames: [StackFrame]) -> [StackFrame] {
     let firstOwn = frames.firstIndex { !isHeapPatrolFrame($0) } ?? 0
     return Array(frames[firstOwn...])
@@ -140,6 +141,13 @@ public struct ReportRenderer: Sendable {
     "valloc", "pvalloc", "malloc_usable_size", "cfree",
   ]
 
+  /// The Swift runtime's own allocation entry points: like libc's malloc they only forward the
+  /// program's request, so the frame that matters is the one that called them.
+  static let swiftRuntimeAllocators: Set<String> = [
+    "swift_slowAlloc", "swift_slowDealloc", "swift_allocObject", "swift_deallocObject",
+    "swift_deallocClassInstance", "swift_deallocUninitializedObject", "swift_slowAllocTyped",
+  ]
+
   static func isHeapPatrolFrame(_ frame: StackFrame) -> Bool {
     if let module = frame.module,
       (module as NSString).lastPathComponent.hasPrefix("libHeapPatrolPreload")
@@ -147,6 +155,7 @@ public struct ReportRenderer: Sendable {
       return true
     }
     guard let function = frame.function else { return false }
+    if swiftRuntimeAllocators.contains(function) { return true }
     // The preload linked into a program: its exports and its Swift/C internals live in the executable.
     return function.hasPrefix("heappatrol_") || function.hasPrefix("cshim_")
       || function.hasPrefix("HeapPatrol.") || function.hasPrefix("HeapPatrolPreload.")
@@ -163,7 +172,7 @@ public struct ReportRenderer: Sendable {
       let pc = frame.pc?.paddedHex ?? "0x????????????????"
       let place = modulePlace(frame)
       if frame.isSymbolized {
-        for location in frame.sourceLocations {
+        for location in frame.symbolLocations {
           lines.append("    #\(number) \(pc)\(sourceText(location)) (\(place))")
           number += 1
         }
@@ -180,7 +189,7 @@ public struct ReportRenderer: Sendable {
   }
 
   /// " in FUNCTION FILE:LINE", each part only when known.
-  func sourceText(_ location: SourceLocation) -> String {
+  func sourceText(_ location: SymbolLocation) -> String {
     var text = ""
     if let function = location.function { text += " in \(function)" }
     if let file = location.file {

@@ -29,7 +29,7 @@ public final class Symbolizer {
     var module: String
     var offset: UInt64
   }
-  private var cache: [Key: [SourceLocation]] = [:]
+  private var cache: [Key: [SymbolLocation]] = [:]
   private var demangled: [String: String] = [:]
 
   public init(backend: Backend, demangler: String?) {
@@ -113,11 +113,11 @@ public final class Symbolizer {
 
   /// Source locations (innermost first; empty when unknown) for offsets in one module, looked up in
   /// one tool process for everything not cached yet.
-  public func locations(module: String, offsets: [UInt64]) -> [UInt64: [SourceLocation]] {
+  public func locations(module: String, offsets: [UInt64]) -> [UInt64: [SymbolLocation]] {
     let missing = Array(Set(offsets.filter { cache[Key(module: module, offset: $0)] == nil }))
       .sorted()
     if !missing.isEmpty {
-      var answers: [UInt64: [SourceLocation]] = [:]
+      var answers: [UInt64: [SymbolLocation]] = [:]
       if FileManager.default.isReadableFile(atPath: module) {
         switch backend {
         case .llvmSymbolizer(let path):
@@ -131,13 +131,13 @@ public final class Symbolizer {
         cache[Key(module: module, offset: offset)] = answers[offset] ?? []
       }
     }
-    var result: [UInt64: [SourceLocation]] = [:]
+    var result: [UInt64: [SymbolLocation]] = [:]
     for offset in offsets { result[offset] = cache[Key(module: module, offset: offset)] ?? [] }
     return result
   }
 
   private func runLLVMSymbolizer(_ tool: String, module: String, offsets: [UInt64]) -> [UInt64:
-    [SourceLocation]]
+    [SymbolLocation]]
   {
     let input = offsets.map { "0x" + String($0, radix: 16) }.joined(separator: "\n") + "\n"
     guard
@@ -149,7 +149,7 @@ public final class Symbolizer {
         ],
         input: Data(input.utf8))
     else { return [:] }
-    var answers: [UInt64: [SourceLocation]] = [:]
+    var answers: [UInt64: [SymbolLocation]] = [:]
     for line in output.standardOutput.split(separator: UInt8(ascii: "\n")) {
       guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
         let addressText = object["Address"] as? String, let address = HexNumber.parse(addressText),
@@ -161,14 +161,14 @@ public final class Symbolizer {
         let line = (symbol["Line"] as? Int).flatMap { $0 > 0 ? $0 : nil }
         let column = (symbol["Column"] as? Int).flatMap { $0 > 0 ? $0 : nil }
         if function == nil && file == nil { return nil }
-        return SourceLocation(function: function, file: file, line: line, column: column)
+        return SymbolLocation(function: function, file: file, line: line, column: column)
       }
     }
     return answers
   }
 
   private func runAddr2line(_ tool: String, module: String, offsets: [UInt64]) -> [UInt64:
-    [SourceLocation]]
+    [SymbolLocation]]
   {
     let input = offsets.map { "0x" + String($0, radix: 16) }.joined(separator: "\n") + "\n"
     guard
@@ -180,8 +180,8 @@ public final class Symbolizer {
 
   /// Parses `addr2line -a -f -i` output: per address an "0x..." line, then (function, file:line)
   /// pairs, innermost first; "??" means unknown.
-  public static func parseAddr2line(_ text: String) -> [UInt64: [SourceLocation]] {
-    var answers: [UInt64: [SourceLocation]] = [:]
+  public static func parseAddr2line(_ text: String) -> [UInt64: [SymbolLocation]] {
+    var answers: [UInt64: [SymbolLocation]] = [:]
     var current: UInt64?
     var pendingFunction: String?
     for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -215,7 +215,7 @@ public final class Symbolizer {
       let name = function == "??" ? nil : function
       if name == nil && file == nil { continue }
       answers[address, default: []].append(
-        SourceLocation(function: name, file: file, line: lineNumber))
+        SymbolLocation(function: name, file: file, line: lineNumber))
     }
     return answers
   }
@@ -230,7 +230,7 @@ public final class Symbolizer {
   }
 
   /// Demangles Swift names in place, all in one `swift-demangle --simplified` process.
-  private func demangle(_ answers: inout [UInt64: [SourceLocation]]) {
+  private func demangle(_ answers: inout [UInt64: [SymbolLocation]]) {
     let names = Set(
       answers.values.flatMap { $0.compactMap(\.function) }.filter(Self.isMangledSwift))
     let unknown = names.filter { demangled[$0] == nil }.sorted()

@@ -78,7 +78,7 @@ struct SwiftTestCommand: ParsableCommand {
       var worstStatus: Int32 = 0
       var findings = 0
       var jsonParts: [String] = []
-      for (index, arguments) in runs.enumerated() {
+      for (index, (arguments, label)) in runs.enumerated() {
         var settings = checking.settings
         if let json = settings.jsonOutput, runs.count > 1 {
           settings.jsonOutput = json + ".part\(index)"
