@@ -68,10 +68,14 @@ struct SwiftTestCommand: ParsableCommand {
       }
       let bundle = (binPath as NSString).appendingPathComponent(bundleName)
 
-      var runs: [[String]] = []
-      if library != .swiftTesting { runs.append(bundleArguments) }
+      var runs: [(arguments: [String], label: String)] = []
+      if library != .swiftTesting { runs.append((bundleArguments, "\(bundleName) (XCTest)")) }
       if library != .xctest {
-        runs.append(["--testing-library", "swift-testing"] + bundleArguments)
+        runs.append(
+          (
+            ["--testing-library", "swift-testing"] + bundleArguments,
+            "\(bundleName) (Swift Testing)"
+          ))
       }
 
       let checked = CheckedRun(layout: layout, settings: checking.settings)
@@ -86,7 +90,7 @@ struct SwiftTestCommand: ParsableCommand {
         }
         let run = CheckedRun(layout: layout, settings: settings, symbolizer: checked.symbolizer)
         let result = try run.run(
-          program: bundle, arguments: arguments, displayName: bundleName,
+          program: bundle, arguments: arguments, displayName: label,
           currentDirectory: packageDirectory)
         findings += result.findings.count
         if worstStatus == 0, let exit = result.programExit { worstStatus = exit.shellStatus }
