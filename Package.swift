@@ -22,7 +22,10 @@ let package = Package(
   ],
   targets: [
     // Only what Swift cannot express: syscalls with errno, signals, sigsetjmp probes, glibc forwarding.
-    .target(name: "CShims", path: "CShims"),
+    .target(
+      name: "CShims", path: "CShims",
+      // Frame pointers through the C layer too, so backtraces from the fault handler stay whole.
+      cSettings: [.unsafeFlags(["-fno-omit-frame-pointer"])]),
     // The seam: one protocol with Linux page semantics, and the real implementation over CShims.
     .target(name: "PageSpace", dependencies: ["CShims"], swiftSettings: optimizedEvenInDebug),
     // The simulated implementation: page table, VMAs, frames, swap, fork/COW, files.

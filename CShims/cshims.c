@@ -708,7 +708,8 @@ static int walk_frames(uintptr_t fp, uintptr_t *pcs, int max, int skip, int stor
   return stored;
 }
 
-__attribute__((noinline)) int cshim_backtrace(uintptr_t *pcs, int max, int skip) {
+// No tail call: our frame record must stay live (above the stack pointer) while it is walked.
+__attribute__((noinline, disable_tail_calls)) int cshim_backtrace(uintptr_t *pcs, int max, int skip) {
   if (pcs == NULL || max <= 0) return 0;
   // Our own frame's record holds the return address into the caller: that is frame 0.
   uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
