@@ -373,9 +373,10 @@ extension SimulatedPageSpace {
   /// Faults in `[start, end)` as get_user_pages would: `write` breaks COW; reads on write-only or
   /// exec-only areas are allowed when `force`. Returns nil, or the error that stopped it (ENOMEM for
   /// a hole, EFAULT for an inaccessible area or a guard marker). Faults are counted as usual.
-  func populate(_ start: UInt, _ end: UInt, write: Bool?, force: Bool, skipHoles: Bool)
-    -> PageError?
-  {
+  func populate(
+    _ start: UInt, _ end: UInt, write: Bool?, force: Bool, skipHoles: Bool,
+    permissionError: PageError = .badAddress
+  ) -> PageError? {
     var cursor = start
     while cursor < end {
       let index: Int
@@ -393,9 +394,9 @@ extension SimulatedPageSpace {
       // populate_vma_page_range: private writable areas are written (COW broken), others read.
       let writeAccess = write ?? (vma.flags.contains(.write) && !vma.flags.contains(.shared))
       if writeAccess {
-        if !vma.flags.contains(.write) { return .badAddress }
+        if !vma.flags.contains(.write) { return permissionError }
       } else if !vma.flags.contains(.read) && !(force && vma.flags.isAccessible) {
-        return .badAddress
+        return permissionError
       }
       var address = cursor
       while address < stop {

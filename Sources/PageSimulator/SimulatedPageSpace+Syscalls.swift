@@ -129,7 +129,8 @@ extension SimulatedPageSpace {
     var index = first
     while index < vmas.count && vmas.areas[index].start < end {
       // mprotect stops at the first hole, having changed what came before it.
-      guard vmas.areas[index].start == expected else { throw .outOfMemory }
+      // (The VMA found may start below `expected` when the previous piece merged into it.)
+      guard vmas.areas[index].start <= expected else { throw .outOfMemory }
       let vma = vmas.areas[index]
       let pieceEnd = min(vma.end, end)
       var newFlags = vma.flags.subtracting(.access).union(access)
@@ -192,8 +193,10 @@ extension SimulatedPageSpace {
     guard end != address else { return }
     if advice == .populateRead || advice == .populateWrite {
       // madvise_populate does not walk past holes: the first one ends it with ENOMEM.
+      // Areas that do not allow the access are EINVAL here ("incompatible mappings / permissions").
       if let error = populate(
-        address, end, write: advice == .populateWrite, force: false, skipHoles: false)
+        address, end, write: advice == .populateWrite, force: false, skipHoles: false,
+        permissionError: .invalidArgument)
       {
         throw error
       }
@@ -263,13 +266,10 @@ extension SimulatedPageSpace {
       case .doFork: newFlags.remove(.dontCopy)
       case .dontDump: newFlags.insert(.dontDump)
       case .doDump: newFlags.remove(.dontDump)
-      case .wipeOnFork, .keepOnFork:
+      case .wipeOnFork:
         guard vma.isPrivateAnonymous else { throw .invalidArgument }
-        if advice == .wipeOnFork {
-          newFlags.insert(.wipeOnFork)
-        } else {
-          newFlags.remove(.wipeOnFork)
-        }
+        newFlags.insert(.wipeOnFork)
+      case .keepOnFork: newFlags.remove(.wipeOnFork)
       case .mergeable:
         if !vma.flags.contains(.shared) { newFlags.insert(.mergeable) }
       case .unmergeable: newFlags.remove(.mergeable)
@@ -397,7 +397,8 @@ extension SimulatedPageSpace {
     var cursor = start
     var index = first
     while index < vmas.count && vmas.areas[index].start < end {
-      guard vmas.areas[index].start == expected else { throw .outOfMemory }
+      // (The VMA found may start below `expected` when the previous piece merged into it.)
+      guard vmas.areas[index].start <= expected else { throw .outOfMemory }
       let vma = vmas.areas[index]
       let pieceEnd = min(vma.end, end)
       var newFlags = vma.flags
@@ -441,7 +442,8 @@ extension SimulatedPageSpace {
     }
     let entry = table.entry(vpn)
     if entry & PTE.present != 0 { return true }
-    if entry & (PTE.guardMarker | PTE.swapped) != 0 { return false }
+    // A guard marker counts as no PTE (pte_none_mostly): the page cache still answers for shmem.
+    if entry & PTE.swapped != 0 { return false }
     guard vma.object != 0, let object = machine.objects[vma.object] else { return false }
     let objectPage = Int(vma.objectPage(address))
     guard objectPage < object.pages.count, case .resident = object.pages[objectPage] else {

@@ -646,3 +646,24 @@ public final class SimulatedPageSpace: PageSpace {
     tlbFlushAll()
   }
 }
+
+extension SimulatedPageSpace {
+  /// How an access at `address` would end, without performing it (no fault, no zero-page mapping):
+  /// nil if it would succeed, else the SIGSEGV's si_code. Protection is checked before guard markers,
+  /// as the CPU and the kernel do.
+  public func wouldFault(_ address: UInt, _ access: MemoryAccess) -> FaultCode? {
+    if address >= 1 << 47 { return address >= 0xffff_8000_0000_0000 ? .mapError : .kernel }
+    guard let index = vmas.index(containing: address) else { return .mapError }
+    let flags = vmas.areas[index].flags
+    switch access {
+    case .read: if !flags.isAccessible { return .accessError }
+    case .write: if !flags.contains(.write) { return .accessError }
+    case .execute: if !flags.contains(.exec) { return .accessError }
+    }
+    let vpn = UInt64(address >> 12)
+    if let pmdSlot = table.pmdSlot(vpn, create: false), table.pool[pmdSlot] & PTE.huge != 0 {
+      return nil
+    }
+    return table.entry(vpn) & PTE.guardMarker != 0 ? .mapError : nil
+  }
+}
