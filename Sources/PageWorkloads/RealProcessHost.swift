@@ -126,121 +126,57 @@
       }
     }
 
-    // MARK: Warming up after fork
+    // MARK: Keeping the runner's own activity out of the windows
 
     /// After `fork`, the first write by either process to any page it shares with the other costs a
     /// fault — the runner's own stack, heap and globals included. That would land in the next
-    /// measurement window, so before measuring again each process rewrites every resident writable
-    /// private page outside the workload's regions (same value: the copy is made, nothing changes),
-    /// rehearses the measuring code path on a scratch page, and recalibrates the noise floor.
+    /// measurement window, so before measuring again each process prefaults (and thereby copies)
+    /// every page of its own mappings outside the workload's regions, rehearses the measuring code
+    /// path, and recalibrates the noise floor.
     static func warmUp(after runner: WorkloadRunner<SystemPageSpace>) {
       let excluded = runner.regions.compactMap { region -> AddressRange? in
         guard let region, region.length > 0 else { return nil }
         return AddressRange(start: region.start, length: region.length)
       }
-      breakCopyOnWrite(excluding: excluded)
+      ProcessQuieting.prefault(excluding: excluded)
       rehearse(runner)
       runner.calibrate()
     }
 
-    /// Runs the measuring code path (windows around touches and a protect) on a scratch page until a
-    /// round costs nothing: the stack pages and globals it uses are then private and present.
+    /// Runs every code path a window may take (successful and failing calls, a handled SIGSEGV) on
+    /// scratch pages until a round costs nothing: the stack depth, code and data they need are then
+    /// present. The scratch pages are shared anonymous memory, which never merges with the
+    /// workload's private mappings, and are unmapped again, leaving no hole behind.
     static func rehearse(_ runner: WorkloadRunner<SystemPageSpace>) {
       let space = runner.space
+      let pageSize = space.pageSize
       guard
         let scratch = try? space.map(
-          at: nil, length: space.pageSize, protection: .readWrite, flags: [])
+          at: nil, length: 2 * pageSize, protection: .readWrite, flags: .shared)
       else { return }
+      let inaccessible = scratch + pageSize
+      try? space.protect(inaccessible, length: pageSize, to: .none)
+      _ = space.supportsGuardMarkers  // probes once, with an mmap of its own
       for _ in 0..<8 {
         let before = space.faultCounts
         try? space.store(1, at: scratch)
         _ = try? space.load(scratch)
-        try? space.protect(scratch, length: space.pageSize, to: .readWrite)
-        // Every other call a window may make, so their code and data pages are warm too.
-        try? space.advise(scratch, length: space.pageSize, .normal)
-        try? space.lock(scratch, length: space.pageSize)
-        try? space.unlock(scratch, length: space.pageSize)
+        _ = try? space.load(inaccessible)  // the SIGSEGV path
+        try? space.store(1, at: inaccessible)
+        try? space.protect(scratch, length: pageSize, to: .readWrite)
+        try? space.protect(scratch + 1, length: pageSize, to: .readWrite)  // EINVAL
+        try? space.advise(scratch, length: pageSize, .normal)
+        try? space.advise(scratch, length: pageSize, PageAdvice(rawValue: 12345))  // EINVAL
+        try? space.lock(scratch, length: pageSize)
+        try? space.unlock(scratch, length: pageSize)
+        try? space.lock(inaccessible, length: pageSize)  // ENOMEM
+        try? space.unlock(inaccessible, length: pageSize)
+        _ = try? space.map(at: nil, length: 0, protection: .readWrite, flags: [])  // EINVAL
+        try? space.unmap(scratch + 1, length: pageSize)  // EINVAL
         let after = space.faultCounts
         if after - before == FaultCounts() { break }
       }
-      try? space.unmap(scratch, length: space.pageSize)
-    }
-
-    /// Rewrites (same byte) one byte of every resident page of every private writable mapping,
-    /// except the workload's regions and the band of stack this function runs in.
-    static func breakCopyOnWrite(excluding excluded: [AddressRange]) {
-      var stackMarker: UInt8 = 0
-      let stackPointer = withUnsafeMutablePointer(to: &stackMarker) { UInt(bitPattern: $0) }
-      // Frames of this function and of the calls below it change while it runs: leave them alone
-      // (the rehearsal makes them private).
-      let busyStack = AddressRange(start: stackPointer &- 64 * 1024, end: stackPointer &+ 16 * 1024)
-      let pageSize = UInt(sysconf(Int32(_SC_PAGESIZE)))
-      var vector = [UInt8](repeating: 0, count: 4096)
-      for mapping in writablePrivateMappings() {
-        var page = mapping.start
-        while page < mapping.end {
-          let chunkPages = min(UInt(vector.count), (mapping.end - page) / pageSize)
-          let resident = vector.withUnsafeMutableBufferPointer { buffer in
-            mincore(
-              UnsafeMutableRawPointer(bitPattern: page), Int(chunkPages * pageSize),
-              buffer.baseAddress) == 0
-          }
-          if resident {
-            for index in 0..<Int(chunkPages) where vector[index] & 1 != 0 {
-              let address = page &+ UInt(index) &* pageSize
-              if busyStack.contains(address) || excluded.contains(where: { $0.contains(address) }) {
-                continue
-              }
-              rewriteByte(at: address)
-            }
-          }
-          page &+= chunkPages &* pageSize
-        }
-      }
-    }
-
-    /// Reads and writes back one byte through the probe (a page we cannot write is skipped, not fatal).
-    @inline(never)
-    static func rewriteByte(at address: UInt) {
-      let space = SystemPageSpace()
-      guard let value = try? space.load(address) else { return }
-      try? space.store(value, at: address)
-    }
-
-    /// `rw?p` lines of /proc/self/maps (no special kernel mappings).
-    static func writablePrivateMappings() -> [AddressRange] {
-      var result: [AddressRange] = []
-      let descriptor = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
-      guard descriptor >= 0 else { return result }
-      defer { close(descriptor) }
-      var text: [UInt8] = []
-      var chunk = [UInt8](repeating: 0, count: 65536)
-      while true {
-        let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-        if count <= 0 { break }
-        text.append(contentsOf: chunk[0..<count])
-      }
-      for line in text.split(separator: UInt8(ascii: "\n")) {
-        let fields = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
-        guard fields.count >= 5 else { continue }
-        let permissions = Array(fields[1])
-        guard permissions.count == 4, permissions[1] == UInt8(ascii: "w"),
-          permissions[3] == UInt8(ascii: "p")
-        else { continue }
-        if fields.count >= 6, fields[5].first == UInt8(ascii: "["),
-          fields[5].elementsEqual("[stack]".utf8) == false,
-          fields[5].elementsEqual("[heap]".utf8) == false
-        {
-          continue  // [vvar], [vdso], [vsyscall], [uprobes]...
-        }
-        let bounds = fields[0].split(separator: UInt8(ascii: "-"))
-        guard bounds.count == 2,
-          let start = UInt(String(decoding: bounds[0], as: UTF8.self), radix: 16),
-          let end = UInt(String(decoding: bounds[1], as: UTF8.self), radix: 16)
-        else { continue }
-        result.append(AddressRange(start: start, end: end))
-      }
-      return result
+      try? space.unmap(scratch, length: 2 * pageSize)
     }
 
     static func threadCount() -> Int {
@@ -322,6 +258,10 @@
     public static func run(_ workload: Workload) -> [StepResult] {
       let host = RealProcessHost(workload: workload)
       let runner = WorkloadRunner(space: SystemPageSpace(), symbols: workload.symbols, host: host)
+      RealProcessHost.rehearse(runner)
+      ProcessQuieting.growStack()
+      ProcessQuieting.prefault(excluding: [])
+      ProcessQuieting.fenceHoles()
       RealProcessHost.rehearse(runner)
       runner.calibrate()
       runner.run(workload.statements)
