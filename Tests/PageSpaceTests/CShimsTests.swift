@@ -152,7 +152,7 @@ import Testing
     // Above it: the returns into middle, outer and the test, as the DWARF unwinder sees them too.
     #expect(Array(ours[1...3]) == Array(unwound[1...3]))
     let executable = try #require(readLink("/proc/self/exe"))
-    for pc in ours[0...3] {
+    for pc in ours[0...2] {  // inner, middle, outer (the test body may be inlined into a thunk)
       var path = [CChar](repeating: 0, count: 4096)
       var offset: UInt = 0
       #expect(cshim_module_for_pc(pc, &path, path.count, &offset) == 0)
