@@ -74,7 +74,7 @@ public struct HeapConfiguration: Sendable, Hashable {
   /// Upper (default) or lower placement.
   public var placement: Placement = .upper
   /// The default alignment policy (see `AlignmentPolicy`).
-  public var alignment: AlignmentPolicy = .fixed(16)
+  public var alignment: AlignmentPolicy = .natural
   /// The preferred guard mechanism.
   public var guardMechanism: GuardMechanism = .automatic
   /// VMAs left for the program when the mprotect budget is computed: nil = max(1024, 25% of

@@ -99,6 +99,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// Allocates a block of `size` bytes. `alignment` 0 means the configured policy; otherwise it must be
   /// a power of two (else a bad-alignment finding and nil). `zeroed` gives calloc semantics.
+  @_specialize(exported:true,where Space == SystemPageSpace)
   public mutating func allocate(
     size: UInt, alignment requested: UInt = 0, api: AllocationAPI, zeroed: Bool = false,
     stack: StackID = .none, thread: Int32 = 0
@@ -182,6 +183,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// Frees the block at `address` with `api`. Not ours -> `owned == false`. A pointer of ours that is
   /// not a live block's start is reported (double, invalid or interior free) and otherwise ignored.
+  @_specialize(exported:true,where Space == SystemPageSpace)
   public mutating func deallocate(
     _ address: UInt, api: AllocationAPI, stack: StackID = .none, thread: Int32 = 0
   ) -> HeapResult {
@@ -208,6 +210,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   /// realloc: the block always moves (a stale pointer to the old block is then a use-after-free);
   /// the data up to the smaller size is kept; the old block's canaries are checked. On failure the old
   /// block stays valid and the address is nil. `address == nil` is an allocation.
+  @_specialize(exported:true,where Space == SystemPageSpace)
   public mutating func reallocate(
     _ address: UInt?, size: UInt, api: AllocationAPI = .realloc, stack: StackID = .none,
     thread: Int32 = 0
