@@ -33,7 +33,13 @@ let package = Package(
     // The guarded heap, generic over PageSpace: blocks, guards, quarantine, diagnose, reports.
     .target(name: "HeapPatrol", dependencies: ["PageSpace", "CShims"], swiftSettings: optimizedEvenInDebug),
     // malloc & co. for LD_PRELOAD or for linking into a program.
-    .target(name: "HeapPatrolPreload", dependencies: ["HeapPatrol", "CShims"], swiftSettings: optimizedEvenInDebug),
+    .target(
+      name: "HeapPatrolPreload", dependencies: ["HeapPatrol", "CShims", "HeapPatrolPreloadExports"],
+      swiftSettings: optimizedEvenInDebug),
+    // The exported symbols (malloc family, C++ operators) forwarding to HeapPatrolPreload's entry points.
+    .target(
+      name: "HeapPatrolPreloadExports", dependencies: ["CShims"],
+      cSettings: [.unsafeFlags(["-O2", "-fno-omit-frame-pointer"])]),
     // Page workloads: the trace language, its parser and an executor over any PageSpace.
     .target(name: "PageWorkloads", dependencies: ["PageSpace", "PageSimulator", "HeapPatrol"]),
     // The CLI's logic (a library so tests can reach it) and its thin executable.

@@ -33,7 +33,7 @@ struct OptionsTests {
     ("placement=lower", { $0.heap.placement == .lower }),
     ("align=1", { $0.heap.alignment == .fixed(1) }),
     ("align=4096", { $0.heap.alignment == .fixed(4096) }),
-    ("align=natural", { $0.heap.alignment == .natural(maximum: 16) }),
+    ("align=16", { $0.heap.alignment == .fixed(16) }),
     ("guard=markers", { $0.heap.guardMechanism == .markers }),
     ("guard=mprotect", { $0.heap.guardMechanism == .mprotect }),
     ("guard=canary", { $0.heap.guardMechanism == .canary }),
@@ -44,6 +44,8 @@ struct OptionsTests {
     ("nofree=1", { $0.heap.noFree }),
     ("alloc_byte=none", { $0.heap.allocationFill == nil }),
     ("alloc_byte=0x11", { $0.heap.allocationFill == 0x11 }),
+    ("alloc_byte_limit=0", { $0.heap.allocationFillLimit == nil }),
+    ("alloc_byte_limit=4k", { $0.heap.allocationFillLimit == 4096 }),
     ("free_byte=none", { $0.heap.freeFill == nil }),
     ("free_byte=200", { $0.heap.freeFill == 200 }),
     ("canary_byte=0xcc", { $0.heap.canaryByte == 0xCC }),
@@ -86,6 +88,12 @@ struct OptionsTests {
   func settingsCoverTable() {
     let covered = Set(OptionsTests.settings.map { String($0.0.split(separator: "=")[0]) })
     #expect(covered == Set(OptionsTable.all.map(\.name)))
+  }
+
+  @Test("align=natural is the natural policy capped at 16")
+  func alignNatural() throws {
+    #expect(
+      try RuntimeOptions(parsing: "align=16,align=natural").heap.alignment == .natural(maximum: 16))
   }
 
   @Test("several options, empty items and later-wins")

@@ -214,6 +214,9 @@ extension RuntimeOptions {
         guard let byte = parseByte(value) else { return false }
         heap.allocationFill = byte
       }
+    case .allocByteLimit:
+      guard let number = parseSize(value) else { return false }
+      heap.allocationFillLimit = number == 0 ? nil : number
     case .freeByte:
       if bytesEqual(value, "none") {
         heap.freeFill = nil

@@ -73,6 +73,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   case quarantineCount
   case noFree
   case allocByte
+  case allocByteLimit
   case freeByte
   case canaryByte
   case redZone
@@ -119,6 +120,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .quarantineCount: "quarantine_count"
     case .noFree: "nofree"
     case .allocByte: "alloc_byte"
+    case .allocByteLimit: "alloc_byte_limit"
     case .freeByte: "free_byte"
     case .canaryByte: "canary_byte"
     case .redZone: "redzone"
@@ -153,7 +155,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .vmaHeadroom, .vmaBudget, .quarantineCount, .failEvery, .failSeed, .rememberedBlocks,
       .maxRecords, .logFD, .fatalExitCode, .leakExitCode, .stackDepth, .sample:
       .int
-    case .quarantineBytes, .redZone, .limit, .reservation: .size
+    case .quarantineBytes, .redZone, .limit, .reservation, .allocByteLimit: .size
     case .allocByte, .freeByte, .canaryByte: .byte
     case .noFree, .textReport, .detectLeaks, .showReachable, .checkOnExit, .haltOnError,
       .reportSizeOverflow, .reportOutOfMemory, .verbose:
@@ -165,7 +167,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   public var defaultValue: StaticString {
     switch self {
     case .placement: "upper"
-    case .align: "16"
+    case .align: "natural"
     case .guardMechanism: "auto"
     case .vmaHeadroom: "auto"
     case .vmaBudget: "0"
@@ -173,6 +175,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .quarantineCount: "65536"
     case .noFree: "0"
     case .allocByte: "0xff"
+    case .allocByteLimit: "1m"
     case .freeByte: "0x55"
     case .canaryByte: "0xaa"
     case .redZone: "32"
@@ -218,6 +221,8 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .noFree:
       "keep every freed block in quarantine forever (mpatrol NOFREE): costs address space, not memory"
     case .allocByte: "fill byte for new malloc/new memory (mpatrol ALLOCBYTE); none = leave it"
+    case .allocByteLimit:
+      "blocks larger than this get alloc_byte only in their first and last half of it (filling a 3 GB buffer would make it all resident); 0 = fill everything"
     case .freeByte:
       "fill byte for freed memory that stays accessible (mpatrol FREEBYTE); none = leave it"
     case .canaryByte:

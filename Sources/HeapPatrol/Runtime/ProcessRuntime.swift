@@ -142,6 +142,15 @@ public struct ProcessRuntime: @unchecked Sendable {
     depot.capture(skip: skip + 1, depth: state.pointee.options.stackDepth)
   }
 
+  /// The stack of the program's call into an exported allocation function: walked from that
+  /// function's own frame (`__builtin_frame_address(0)`), so frame 0 is the program's call site.
+  @inline(__always)
+  public func captureStack(fromFrame frame: UnsafeMutableRawPointer?) -> StackID {
+    guard let frame else { return .none }
+    return depot.capture(
+      pc: 0, fp: UInt(bitPattern: frame), depth: state.pointee.options.stackDepth)
+  }
+
   // MARK: Reporting
 
   /// Writes `finding` as text (stderr) and JSON (the log), serialized with other reports, and counts

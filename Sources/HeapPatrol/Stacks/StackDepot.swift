@@ -192,7 +192,8 @@ public struct StackDepot: @unchecked Sendable {
     }
   }
 
-  /// Stores the stack of a faulting context (its pc, then the frame-pointer chain from `fp`).
+  /// Stores the stack of a faulting context (its pc unless 0, then the frame-pointer chain from `fp`:
+  /// the return address saved in the frame record at `fp` comes next).
   public func capture(pc: UInt, fp: UInt, depth: Int = 32) -> StackID {
     var buffer = InlineArray<64, UInt>(repeating: 0)
     let wanted = max(1, min(depth, StackDepot.maximumDepth))

@@ -1,0 +1,267 @@
+// The exported allocation symbols: the C malloc family and the C++ operators new/delete. Each is a
+// thin forwarder to the Swift entry points (heappatrol_exports.h); C handles what Swift cannot say
+// well here: errno, the exact C signatures, and the mangled C++ names.
+//
+// Whether loaded with LD_PRELOAD or linked into an executable, these definitions come before
+// glibc's in symbol resolution, so every malloc of the process (glibc's internal ones included)
+// arrives here. None of them allocates; reentrant calls are sent to glibc by the Swift side.
+//
+// C++ `operator new` must throw std::bad_alloc when it fails. This library does not link the C++
+// runtime (it also serves C and Swift programs), so a failing throwing `new` reports out-of-memory
+// and aborts instead; the nothrow forms return NULL as specified.
+#include "heappatrol_exports.h"
+
+#include "cshims.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default"))) __attribute__((used))
+// Each forwarder keeps a real frame (built with -fno-omit-frame-pointer, no tail calls): the Swift
+// side walks the stack from FRAME, so the first recorded PC is the program's call site.
+#define KEEP_FRAME __attribute__((noinline, disable_tail_calls))
+#define FRAME __builtin_frame_address(0)
+
+// AllocationAPI raw values (Sources/HeapPatrol/Core/Finding.swift).
+enum {
+  API_MALLOC = 0,
+  API_CALLOC = 1,
+  API_REALLOC = 2,
+  API_REALLOCARRAY = 3,
+  API_MEMALIGN = 4,
+  API_POSIX_MEMALIGN = 5,
+  API_ALIGNED_ALLOC = 6,
+  API_VALLOC = 7,
+  API_PVALLOC = 8,
+  API_FREE = 9,
+  API_NEW = 10,
+  API_NEW_ARRAY = 11,
+  API_DELETE = 12,
+  API_DELETE_ARRAY = 13,
+};
+
+// Set by our constructor. Until then every call goes straight to glibc: the first mallocs of a
+// process come from other libraries' initializers (libstdc++'s emergency pool, ld.so) before the
+// Swift runtime has registered this image's types, when Swift code of ours cannot run yet. Those
+// blocks stay glibc's for good (our free hands pointers it does not own back to glibc).
+static volatile int constructed;
+
+extern void *__libc_malloc(size_t size);
+extern void __libc_free(void *pointer);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *pointer, size_t size);
+extern void *__libc_memalign(size_t alignment, size_t size);
+
+static int is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
+
+static size_t page_size(void) {
+  static size_t cached;
+  if (cached == 0) cached = (size_t)sysconf(_SC_PAGESIZE);
+  return cached;
+}
+
+// Every allocating entry point goes through here (inlined, so FRAME stays the caller's).
+static inline __attribute__((always_inline)) void *gated_allocate(size_t size, size_t alignment,
+                                                                 unsigned char api, void *frame) {
+  if (!constructed) return alignment > 16 ? __libc_memalign(alignment, size) : __libc_malloc(size);
+  return heappatrol_allocate(size, alignment, api, frame);
+}
+
+static void *allocated(void *pointer) {
+  if (pointer == NULL) errno = ENOMEM;
+  return pointer;
+}
+
+EXPORT KEEP_FRAME void *malloc(size_t size) {
+  if (!constructed) return __libc_malloc(size);
+  return allocated(gated_allocate(size, 0, API_MALLOC, FRAME));
+}
+
+EXPORT KEEP_FRAME void free(void *pointer) {
+  if (!constructed) {
+    __libc_free(pointer);
+    return;
+  }
+  if (pointer != NULL) heappatrol_free(pointer, API_FREE, FRAME);
+  __asm__ volatile("");
+}
+
+EXPORT KEEP_FRAME void *calloc(size_t count, size_t size) {
+  if (!constructed) return __libc_calloc(count, size);
+  return allocated(heappatrol_calloc(count, size, FRAME));
+}
+
+EXPORT KEEP_FRAME void *realloc(void *pointer, size_t size) {
+  if (!constructed) return __libc_realloc(pointer, size);
+  void *result = heappatrol_realloc(pointer, size, FRAME);
+  if (result == NULL && (size != 0 || pointer == NULL)) errno = ENOMEM;
+  return result;
+}
+
+EXPORT KEEP_FRAME void *reallocarray(void *pointer, size_t count, size_t size) {
+  if (!constructed) {
+    if (size != 0 && count > SIZE_MAX / size) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    return __libc_realloc(pointer, count * size);
+  }
+  void *result = heappatrol_reallocarray(pointer, count, size, FRAME);
+  if (result == NULL && (count != 0 && size != 0)) errno = ENOMEM;
+  return result;
+}
+
+EXPORT KEEP_FRAME int posix_memalign(void **out, size_t alignment, size_t size) {
+  if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
+  void *result = gated_allocate(size, alignment, API_POSIX_MEMALIGN, FRAME);
+  if (result == NULL) return ENOMEM;
+  *out = result;
+  return 0;
+}
+
+EXPORT KEEP_FRAME void *aligned_alloc(size_t alignment, size_t size) {
+  // glibc 2.38+: a non-power-of-two alignment is EINVAL (C17 dropped the size-multiple rule).
+  if (!is_power_of_two(alignment)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return allocated(gated_allocate(size, alignment, API_ALIGNED_ALLOC, FRAME));
+}
+
+EXPORT KEEP_FRAME void *memalign(size_t alignment, size_t size) {
+  // glibc's memalign rounds a non-power-of-two alignment up to the next power of two.
+  if (alignment > ((size_t)1 << 62)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  size_t rounded = 1;
+  while (rounded < alignment) rounded <<= 1;
+  return allocated(gated_allocate(size, rounded, API_MEMALIGN, FRAME));
+}
+
+EXPORT KEEP_FRAME void *valloc(size_t size) {
+  return allocated(gated_allocate(size, page_size(), API_VALLOC, FRAME));
+}
+
+EXPORT KEEP_FRAME void *pvalloc(size_t size) {
+  size_t page = page_size();
+  if (size > SIZE_MAX - page) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t rounded = size == 0 ? page : (size + page - 1) & ~(page - 1);
+  return allocated(gated_allocate(rounded, page, API_PVALLOC, FRAME));
+}
+
+EXPORT KEEP_FRAME size_t malloc_usable_size(void *pointer) {
+  if (pointer == NULL) return 0;
+  if (!constructed) return cshim_libc_usable_size(pointer);
+  size_t size = heappatrol_usable_size(pointer);
+  __asm__ volatile("");
+  return size;
+}
+
+// ---- C++ operators (Itanium ABI mangled names; size_t is unsigned long: 'm') -------------------
+
+typedef struct nothrow_t nothrow_t;
+typedef size_t align_val_t;
+
+// A throwing new never returns NULL (a macro, so FRAME is the operator's own frame).
+#define NEW_OR_DIE(size, alignment, api)                             \
+  do {                                                               \
+    void *result = gated_allocate(size, alignment, api, FRAME); \
+    if (result == NULL) heappatrol_new_failed(size, api, FRAME);     \
+    return result;                                                   \
+  } while (0)
+
+// new / new[]
+EXPORT KEEP_FRAME void *_Znwm(size_t size) { NEW_OR_DIE(size, 0, API_NEW); }
+EXPORT KEEP_FRAME void *_Znam(size_t size) { NEW_OR_DIE(size, 0, API_NEW_ARRAY); }
+EXPORT KEEP_FRAME void *_ZnwmRKSt9nothrow_t(size_t size, const nothrow_t *tag) {
+  (void)tag;
+  return allocated(gated_allocate(size, 0, API_NEW, FRAME));
+}
+EXPORT KEEP_FRAME void *_ZnamRKSt9nothrow_t(size_t size, const nothrow_t *tag) {
+  (void)tag;
+  return allocated(gated_allocate(size, 0, API_NEW_ARRAY, FRAME));
+}
+EXPORT KEEP_FRAME void *_ZnwmSt11align_val_t(size_t size, align_val_t alignment) {
+  NEW_OR_DIE(size, alignment, API_NEW);
+}
+EXPORT KEEP_FRAME void *_ZnamSt11align_val_t(size_t size, align_val_t alignment) {
+  NEW_OR_DIE(size, alignment, API_NEW_ARRAY);
+}
+EXPORT KEEP_FRAME void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, align_val_t alignment,
+                                                          const nothrow_t *tag) {
+  (void)tag;
+  return allocated(gated_allocate(size, alignment, API_NEW, FRAME));
+}
+EXPORT KEEP_FRAME void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, align_val_t alignment,
+                                                          const nothrow_t *tag) {
+  (void)tag;
+  return allocated(gated_allocate(size, alignment, API_NEW_ARRAY, FRAME));
+}
+
+// delete / delete[]: plain, sized, aligned, sized+aligned, nothrow.
+#define DELETE_BODY(api)                                \
+  do {                                                  \
+    if (pointer != NULL) heappatrol_free(pointer, api, FRAME); \
+    __asm__ volatile("");                               \
+  } while (0)
+
+EXPORT KEEP_FRAME void _ZdlPv(void *pointer) { DELETE_BODY(API_DELETE); }
+EXPORT KEEP_FRAME void _ZdaPv(void *pointer) { DELETE_BODY(API_DELETE_ARRAY); }
+EXPORT KEEP_FRAME void _ZdlPvm(void *pointer, size_t size) {
+  (void)size;
+  DELETE_BODY(API_DELETE);
+}
+EXPORT KEEP_FRAME void _ZdaPvm(void *pointer, size_t size) {
+  (void)size;
+  DELETE_BODY(API_DELETE_ARRAY);
+}
+EXPORT KEEP_FRAME void _ZdlPvSt11align_val_t(void *pointer, align_val_t alignment) {
+  (void)alignment;
+  DELETE_BODY(API_DELETE);
+}
+EXPORT KEEP_FRAME void _ZdaPvSt11align_val_t(void *pointer, align_val_t alignment) {
+  (void)alignment;
+  DELETE_BODY(API_DELETE_ARRAY);
+}
+EXPORT KEEP_FRAME void _ZdlPvmSt11align_val_t(void *pointer, size_t size, align_val_t alignment) {
+  (void)size;
+  (void)alignment;
+  DELETE_BODY(API_DELETE);
+}
+EXPORT KEEP_FRAME void _ZdaPvmSt11align_val_t(void *pointer, size_t size, align_val_t alignment) {
+  (void)size;
+  (void)alignment;
+  DELETE_BODY(API_DELETE_ARRAY);
+}
+EXPORT KEEP_FRAME void _ZdlPvRKSt9nothrow_t(void *pointer, const nothrow_t *tag) {
+  (void)tag;
+  DELETE_BODY(API_DELETE);
+}
+EXPORT KEEP_FRAME void _ZdaPvRKSt9nothrow_t(void *pointer, const nothrow_t *tag) {
+  (void)tag;
+  DELETE_BODY(API_DELETE_ARRAY);
+}
+EXPORT KEEP_FRAME void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *pointer, align_val_t alignment,
+                                                           const nothrow_t *tag) {
+  (void)alignment;
+  (void)tag;
+  DELETE_BODY(API_DELETE);
+}
+EXPORT KEEP_FRAME void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *pointer, align_val_t alignment,
+                                                           const nothrow_t *tag) {
+  (void)alignment;
+  (void)tag;
+  DELETE_BODY(API_DELETE_ARRAY);
+}
+
+// Start the runtime when the library is loaded, if no malloc did it before: bad options stop the
+// process before main, and the fault handler is in place even for programs that never allocate.
+__attribute__((constructor)) static void heappatrol_constructor(void) {
+  constructed = 1;
+  heappatrol_start();
+}

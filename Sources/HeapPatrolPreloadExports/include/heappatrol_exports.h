@@ -1,0 +1,28 @@
+// The Swift entry points behind the exported malloc family (implemented with @_cdecl in the
+// HeapPatrolPreload module). `api` is an AllocationAPI raw value. `frame` is the exported function's
+// own frame (__builtin_frame_address(0)): the stack is walked from there, so it starts exactly at
+// the program's call site however the Swift side was inlined.
+#ifndef HEAPPATROL_EXPORTS_H
+#define HEAPPATROL_EXPORTS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void *heappatrol_allocate(size_t size, size_t alignment, unsigned char api, void *frame);
+void *heappatrol_calloc(size_t count, size_t size, void *frame);
+void heappatrol_free(void *pointer, unsigned char api, void *frame);
+void *heappatrol_realloc(void *pointer, size_t size, void *frame);
+void *heappatrol_reallocarray(void *pointer, size_t count, size_t size, void *frame);
+size_t heappatrol_usable_size(void *pointer);
+/// Starts the runtime (the library constructor calls it).
+void heappatrol_start(void);
+/// operator new that cannot return NULL: reports out-of-memory and aborts.
+void heappatrol_new_failed(size_t size, unsigned char api, void *frame);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
