@@ -6,17 +6,30 @@ import PageSpace
 public final class SimulatedProcessHost: WorkloadProcessHost {
   public typealias Space = SimulatedPageSpace
   private var children: [Int: WorkloadRunner<SimulatedPageSpace>] = [:]
+  /// The files mapped so far (their page caches live in the machine).
+  public private(set) var files: [SimulatedFile] = []
 
   public init() {}
 
-  public var runsFileMappings: Bool { false }
+  public var runsFileMappings: Bool { true }
 
+  /// A fresh file of `length` bytes (page `i` filled with the byte `i % 251 + 1`, so contents can be
+  /// told apart), mapped from offset 0. `hot`: the whole file is in the page cache as order-0 pages
+  /// (the 16-page fault-around rule of kernel-semantics §2); `cold`: nothing is cached, and the
+  /// first read fault reads around it from disk (a major fault).
   public func mapFile(
     in space: SimulatedPageSpace, length: UInt, protection: PageProtection, shared: Bool,
     cache: FileCacheState
   ) throws(PageError) -> UInt {
-    // The simulator's file API is not wired in yet: file steps are reported as not run.
-    throw .unsupported
+    let pageSize = Int(space.pageSize)
+    let pages = (Int(length) + pageSize - 1) / pageSize
+    guard pages > 0 else { throw .invalidArgument }
+    var bytes = [UInt8](repeating: 0, count: pages * pageSize)
+    for page in 0..<pages { bytes[page * pageSize] = UInt8(page % 251 + 1) }
+    let file = SimulatedFile(name: "workload-file-\(files.count)", bytes: bytes)
+    files.append(file)
+    if cache == .hot { space.machine.loadPageCache(of: file, for: space) }
+    return try space.mapFile(file, length: length, protection: protection, shared: shared)
   }
 
   public func fork(_ child: ChildID, name: String, parent: WorkloadRunner<SimulatedPageSpace>)

@@ -1,3 +1,5 @@
+import PageSimulator
+
 /// A fault curve: total faults (minor + major) for each memory size, one series per policy.
 public struct FaultCurve: Sendable, Hashable {
   public var policy: String
@@ -165,4 +167,32 @@ public enum FaultCurvePlot {
     }
     return magnitude * 10
   }
+}
+
+extension TraceReplay {
+  /// The fault curve of an address trace for each policy: every frame count in `frames`, replayed
+  /// from the start each time (`makeSource` reopens the trace).
+  public static func sweep(
+    makeSource: () throws(WorkloadParseError) -> any ByteSource, sourceName: String,
+    frames: ClosedRange<Int>, swapSlots: Int,
+    policies: [ReplacementPolicy] = ReplacementPolicy.allCases
+  ) throws(WorkloadParseError) -> [FaultCurve] {
+    var curves: [FaultCurve] = []
+    for policy in policies {
+      var points: [(frames: Int, faults: UInt64)] = []
+      for count in frames {
+        let result = try replayAddresses(
+          makeSource: makeSource, sourceName: sourceName, frames: count, swapSlots: swapSlots,
+          policy: policy)
+        points.append((count, result.totalFaults))
+      }
+      curves.append(FaultCurve(policy: policy.shortName, points: points))
+    }
+    return curves
+  }
+}
+
+extension ReplacementPolicy {
+  /// The name used on the command line and in plots (`opt` for Belady's optimal).
+  public var shortName: String { self == .optimal ? "opt" : rawValue }
 }

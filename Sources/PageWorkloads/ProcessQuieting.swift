@@ -88,7 +88,9 @@
         pieces = pieces.flatMap { piece -> [AddressRange] in
           guard cut.overlaps(piece) else { return [piece] }
           var rest: [AddressRange] = []
-          if cut.start > piece.start { rest.append(AddressRange(start: piece.start, end: cut.start)) }
+          if cut.start > piece.start {
+            rest.append(AddressRange(start: piece.start, end: cut.start))
+          }
           if cut.end < piece.end { rest.append(AddressRange(start: cut.end, end: piece.end)) }
           return rest
         }
@@ -136,16 +138,19 @@
         }
       }
       let pageSize = UInt(sysconf(Int32(_SC_PAGESIZE)))
-      let fenceFlags = MAP_SHARED | MAP_ANONYMOUS | MapFlags([.noReserve, .fixedNoReplace]).rawValue
+      let fenceFlags =
+        MAP_SHARED | MAP_ANONYMOUS | MapFlags([.noReserve, .fixedNoReplace]).rawValue
       for index in (largestGap + 1)..<stackIndex {
         let start = below[index - 1].range.end
         let end = below[index].range.start
         guard end > start else { continue }
         _ = mmap(
-          UnsafeMutableRawPointer(bitPattern: start), Int(end - start), PROT_NONE, fenceFlags, -1, 0)
+          UnsafeMutableRawPointer(bitPattern: start), Int(end - start), PROT_NONE, fenceFlags, -1, 0
+        )
       }
       _ = mmap(
-        nil, Int(pageSize), PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MapFlags.noReserve.rawValue, -1, 0)
+        nil, Int(pageSize), PROT_NONE, MAP_SHARED | MAP_ANONYMOUS | MapFlags.noReserve.rawValue, -1,
+        0)
     }
   }
 

@@ -55,15 +55,19 @@ struct SimulateCommand: ParsableCommand {
         throw ValidationError("--sweep-frames takes A..B with 1 <= A <= B")
       }
       var curves: [FaultCurve] = []
+      let addressTrace = try isAddressTrace()
       for sweepPolicy in ReplacementPolicy.allCases {
+        if sweepPolicy == .optimal && !addressTrace {
+          FileHandle.standardError.write(
+            Data((Self.optRefusal + "; the sweep leaves it out\n").utf8))
+          continue
+        }
         var points: [(frames: Int, faults: UInt64)] = []
         for count in low...high {
           points.append(
             (count, try replay(frames: count, policy: sweepPolicy, progress: false).totalFaults))
         }
-        curves.append(
-          FaultCurve(policy: sweepPolicy == .optimal ? "opt" : sweepPolicy.rawValue, points: points)
-        )
+        curves.append(FaultCurve(policy: sweepPolicy.shortName, points: points))
       }
       let csvText = FaultCurvePlot.csv(curves)
       if let csv { try csvText.write(toFile: csv, atomically: true, encoding: .utf8) }
@@ -106,40 +110,49 @@ struct SimulateCommand: ParsableCommand {
     }
   }
 
+  /// Why OPT is refused for workload-language traces.
+  static let optRefusal =
+    "OPT needs every future access before the run: a workload's addresses exist only once its maps "
+    + "run (and fork splits it into processes), so OPT replays plain address traces only; record "
+    + "the workload's accesses as an address trace to compare OPT"
+
+  /// The trace from its start: a built-in trace or a file, streamed.
+  func openTrace() throws(WorkloadParseError) -> any ByteSource {
+    if let builtin = BuiltinTraces.all[trace] { return StringByteSource(builtin) }
+    return try FileByteSource(path: trace)
+  }
+
+  /// Whether the trace is a plain address trace (judged from its first 4 KiB).
+  func isAddressTrace() throws -> Bool {
+    var source = try openTrace()
+    var prefix = [UInt8](repeating: 0, count: 4096)
+    let count = try prefix.withUnsafeMutableBytes { buffer throws(WorkloadParseError) in
+      try source.read(into: buffer)
+    }
+    return AddressTraceReader.looksLikeAddressTrace(
+      String(decoding: prefix[0..<count], as: UTF8.self))
+  }
+
   func replay(frames: Int?, policy: ReplacementPolicy, progress showProgress: Bool) throws
     -> ReplayResult
   {
-    let builtin = BuiltinTraces.all[trace]
-    func open() throws(WorkloadParseError) -> any ByteSource {
-      if let builtin { return StringByteSource(builtin) }
-      return try FileByteSource(path: trace)
-    }
-    let first = try open()
+    let first = try openTrace()
     let totalBytes = (first as? FileByteSource)?.size
-    var prefixSource = first
-    var prefix = [UInt8](repeating: 0, count: 4096)
-    let prefixCount = try prefix.withUnsafeMutableBytes { buffer throws(WorkloadParseError) in
-      try prefixSource.read(into: buffer)
-    }
-    let isAddressTrace = AddressTraceReader.looksLikeAddressTrace(
-      String(decoding: prefix[0..<prefixCount], as: UTF8.self))
+    let isAddressTrace = try isAddressTrace()
     var progressSource: FileByteSource?
     let bar = showProgress ? ProgressBar(total: totalBytes) : nil
     defer { bar?.finish() }
     if isAddressTrace {
       return try TraceReplay.replayAddresses(
         makeSource: { () throws(WorkloadParseError) -> any ByteSource in
-          let source = try open()
+          let source = try openTrace()
           if progressSource == nil { progressSource = source as? FileByteSource }
           return source
         }, sourceName: trace, frames: frames, swapSlots: swap, policy: policy,
         progress: bar.map { bar in { _ in bar.update(progressSource?.bytesRead ?? 0) } })
     }
-    guard policy != .optimal else {
-      throw ValidationError(
-        "OPT needs the future: it replays address traces only (see docs/faults-and-simulate.md)")
-    }
-    let source = try open()
+    guard policy != .optimal else { throw ValidationError(Self.optRefusal) }
+    let source = try openTrace()
     progressSource = source as? FileByteSource
     let (result, _) = try TraceReplay.replayWorkload(
       source: source, sourceName: trace, frames: frames, swapSlots: swap, policy: policy,
