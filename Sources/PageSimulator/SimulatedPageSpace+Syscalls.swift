@@ -317,7 +317,8 @@ extension SimulatedPageSpace {
 
   private func installGuards(_ index: Int, _ start: UInt, _ end: UInt) {
     // Linux 6.13 gives the VMA an anon_vma so that fork copies the markers.
-    prepareAnon(index)
+    // (Measured: shared mappings get none, so their pieces still merge.)
+    if !vmas.areas[index].flags.contains(.shared) { prepareAnon(index) }
     zap(vmas.areas[index], from: start, to: end, keepGuards: true)
     var address = start
     while address < end {
