@@ -277,6 +277,14 @@ public final class SimulatedPageSpace: PageSpace {
   /// the TLB and returns the frame (0 is the zero page).
   func resolve(_ address: UInt, _ access: MemoryAccess) throws(PageFault) -> UInt32 {
     requireAlive()
+    guard let frame = try resolveUnlessKilled(address, access) else {
+      preconditionFailure("process \(processID) was killed by the OOM killer during its access")
+    }
+    return frame
+  }
+
+  /// `resolve`, but nil when the OOM killer chose this very process while serving the fault.
+  func resolveUnlessKilled(_ address: UInt, _ access: MemoryAccess) throws(PageFault) -> UInt32? {
     if address >= 1 << 47 {
       // The kernel half is canonical (a #PF with the protection bit forced); the rest is #GP.
       throw invalid(address, access, address >= 0xffff_8000_0000_0000 ? .mapError : .kernel)
@@ -295,8 +303,44 @@ public final class SimulatedPageSpace: PageSpace {
     switch service(index, address, write: access == .write) {
     case .frame(let frame): return frame
     case .guardMarker: throw invalid(address, access, .mapError)
-    case .killed: preconditionFailure("process \(processID) was killed by the OOM killer")
+    case .killed: return nil
     }
+  }
+
+  /// How one access by the program ended, for replaying traces where memory may run out.
+  public enum AccessOutcome: Sendable, Hashable {
+    /// The access completed; for a load, the byte read.
+    case completed(UInt8)
+    /// SIGSEGV.
+    case fault(PageFault)
+    /// The OOM killer killed this process (now, or earlier).
+    case killed
+  }
+
+  /// A load (`write == false`) or a store of `value`, reporting an OOM kill instead of trapping.
+  public func access(_ address: UInt, write: Bool, value: UInt8 = 0) -> AccessOutcome {
+    guard !isKilled else { return .killed }
+    requireAlive()
+    let frame: UInt32
+    do throws(PageFault) {
+      guard let resolved = try resolveUnlessKilled(address, write ? .write : .read) else {
+        return .killed
+      }
+      frame = resolved
+    } catch {
+      return .fault(error)
+    }
+    machine.frameStamp[Int(frame)] = machine.tick
+    machine.tick &+= 1
+    if write {
+      if value != 0 || machine.frameData[Int(frame)] != nil {
+        machine.writableData(frame).storeBytes(
+          of: value, toByteOffset: Int(address & 4095), as: UInt8.self)
+      }
+      return .completed(value)
+    }
+    guard let data = machine.frameData[Int(frame)] else { return .completed(0) }
+    return .completed(data.load(fromByteOffset: Int(address & 4095), as: UInt8.self))
   }
 
   enum ServiceResult {
