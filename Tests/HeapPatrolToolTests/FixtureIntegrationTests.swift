@@ -85,7 +85,8 @@ struct FixtureExpectation: Sendable, CustomTestStringConvertible {
       language: .c, argument: "interior-free", kind: "interior-free", blockSize: 64, offset: 16,
       function: "interior_free", checksAllocationStack: true),
     .init(
-      language: .c, argument: "canary-corruption", kind: "canary-corruption", blockSize: 13,
+      language: .c, argument: "canary-corruption", kind: "canary-corruption", access: "WRITE",
+      blockSize: 13,
       function: "canary_corruption", checksAllocationStack: true),
     .init(
       language: .c, argument: "out-of-memory", kind: "out-of-memory", options: "limit=16m",

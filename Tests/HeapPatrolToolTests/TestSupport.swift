@@ -6,7 +6,8 @@ import Testing
 enum TestSupport {
   /// The package root (this file is Tests/HeapPatrolToolTests/TestSupport.swift).
   static let packageRoot: String = {
-    let file = URL(fileURLWithPath: #filePath)
+    // Resolved, so a symlinked checkout still finds its fixtures' real paths (the ones in the DWARF).
+    let file = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
     return file.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
       .path
   }()

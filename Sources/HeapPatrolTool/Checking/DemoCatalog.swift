@@ -50,7 +50,9 @@ public enum DemoCatalog {
       title: "C: freeing a pointer into the middle of a block"),
     FixtureDemo(
       program: "hp-fixture-c", argument: "canary-corruption", expectedKind: "canary-corruption",
-      title: "C: overflowing into a 13-byte block's alignment slack (caught by the canary at free)"),
+      title:
+        "C: overflowing into the alignment slack of a 64-byte aligned block (caught by the canary at free)"
+    ),
     FixtureDemo(
       program: "hp-fixture-c", argument: "out-of-memory", expectedKind: "out-of-memory",
       options: "limit=16m",

@@ -65,7 +65,7 @@ public final class Symbolizer {
   ///
   /// Stack frames are return addresses, which point just past the call; the call's own line is at
   /// offset - 1 (as ASan does). The one exception is the first frame of a fault's access stack: the
-  /// faulting instruction itself.
+  /// faulting instruction itself (the preload captures it from the signal context).
   public func symbolize(_ findings: inout [FindingRecord]) {
     var wanted: [String: Set<UInt64>] = [:]
     forEachFrame(in: &findings) { frame, lookupOffset in
@@ -88,6 +88,12 @@ public final class Symbolizer {
     }
   }
 
+  /// Kinds reported from a fault, whose access stack starts at the faulting instruction. Other kinds
+  /// with an access (canary damage found at free, memory operations) start at a return address.
+  static let faultKinds: Set<String> = [
+    "heap-buffer-overflow", "heap-buffer-underflow", "use-after-free", "wild-access",
+  ]
+
   private func forEachFrame(
     in findings: inout [FindingRecord], _ body: (inout StackFrame, _ lookupOffset: UInt64?) -> Void
   ) {
@@ -102,7 +108,7 @@ public final class Symbolizer {
       stack = frames
     }
     for index in findings.indices {
-      let isFault = findings[index].access != nil
+      let isFault = findings[index].access != nil && Self.faultKinds.contains(findings[index].kind)
       visit(&findings[index].accessStack, firstIsExact: isFault)
       visit(&findings[index].allocationStack, firstIsExact: false)
       visit(&findings[index].freeStack, firstIsExact: false)
