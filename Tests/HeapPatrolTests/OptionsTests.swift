@@ -33,7 +33,7 @@ struct OptionsTests {
     ("placement=lower", { $0.heap.placement == .lower }),
     ("align=1", { $0.heap.alignment == .fixed(1) }),
     ("align=4096", { $0.heap.alignment == .fixed(4096) }),
-    ("align=16", { $0.heap.alignment == .fixed(16) }),
+    ("align=natural", { $0.heap.alignment == .natural(maximum: 16) }),
     ("guard=markers", { $0.heap.guardMechanism == .markers }),
     ("guard=mprotect", { $0.heap.guardMechanism == .mprotect }),
     ("guard=canary", { $0.heap.guardMechanism == .canary }),

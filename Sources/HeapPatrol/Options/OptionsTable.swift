@@ -167,7 +167,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   public var defaultValue: StaticString {
     switch self {
     case .placement: "upper"
-    case .align: "natural"
+    case .align: "16"
     case .guardMechanism: "auto"
     case .vmaHeadroom: "auto"
     case .vmaBudget: "0"
@@ -208,7 +208,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .placement:
       "upper: a block ends against the guard page after it (overflows fault at once); lower: a block starts right after the guard page before it (underflows fault at once, overflows are caught by the tail canary)"
     case .align:
-      "default alignment of malloc/new blocks: a power of two (16 = glibc's; 1 = byte-exact end against the guard, unaligned pointers), or 'natural' (largest power of two dividing the size, at most 16)"
+      "default alignment of malloc/new blocks: a power of two (16 = glibc's guarantee; 1 = byte-exact end against the guard, unaligned pointers), or 'natural' (largest power of two dividing the size, at most 16: more overflows fault at once, but programs assuming 16 break, CPython among them)"
     case .guardMechanism:
       "auto: guard markers (MADV_GUARD_INSTALL, no VMA per block) where the kernel has them, else mprotect within the VMA budget, else canaries; markers; mprotect; canary: red zones only, no page protection"
     case .vmaHeadroom:

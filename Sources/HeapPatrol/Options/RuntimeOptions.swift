@@ -48,8 +48,15 @@ public struct PathBuffer: Sendable, Hashable {
 /// Everything `HEAPPATROL_OPTIONS` can set. `RuntimeOptions()` is the default of every option (the
 /// `defaultValue` column of `OptionsTable`).
 public struct RuntimeOptions: Sendable, Hashable {
-  /// The guarded heap's configuration.
-  public var heap = HeapConfiguration()
+  /// The guarded heap's configuration. One difference from `HeapConfiguration()`: blocks are
+  /// 16-byte aligned (glibc's guarantee) unless `align=` says otherwise. The natural policy ends more
+  /// odd-sized blocks exactly at their guard, but real programs assume malloc's 16 bytes: CPython
+  /// dies at start-up ("error reading frozen getpath.py") under `align=natural` (measured).
+  public var heap: HeapConfiguration = {
+    var configuration = HeapConfiguration()
+    configuration.alignment = .fixed(16)
+    return configuration
+  }()
 
   /// JSON lines go to this file (appended; `%p` is replaced by the pid when it is opened).
   public var logPath = PathBuffer()
