@@ -79,5 +79,9 @@ final class MemoryObject {
     }
     file.pagesWrittenBack += 1
     pages[page] = .resident(frame: frame, dirty: false)
+    // page_mkclean: every mapping becomes clean and write-protected, so the next write notifies again.
+    for key in machine.mappers(of: frame) {
+      machine.process(mapperProcess(key))?.cleanMapping(vpn: mapperVPN(key))
+    }
   }
 }

@@ -327,6 +327,13 @@ extension SimulatedPageSpace {
     hasExited = true
   }
 
+  /// After write-back: the PTE of a shared file page is clean and read-only again.
+  func cleanMapping(vpn: UInt64) {
+    guard let slot = table.pteSlot(vpn, create: false) else { return }
+    if table.pool[slot] & PTE.pageCache != 0 { table.pool[slot] &= ~(PTE.dirty | PTE.writable) }
+    tlbFlush(vpn: vpn)
+  }
+
   /// Maps an anonymous frame (used by the file COW path).
   func installAnonymousPage(_ frame: UInt32, index: Int, vpn: UInt64, slot: Int) {
     prepareAnon(index)
