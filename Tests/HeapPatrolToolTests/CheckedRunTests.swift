@@ -146,6 +146,25 @@ import Testing
     #expect(sandbox.output.contains("heappatrol: sh was killed by signal 15"))
   }
 
+  @Test func leaksAllocatedInsideASuppressedModuleAreNotFindings() throws {
+    let sandbox = try Sandbox()
+    let leak =
+      #"{"heappatrol":1,"kind":"leak","pid":5,"count":2,"bytes":48,"allocationStack":["#
+      + #"{"pc":"0x10","module":"/opt/swift/usr/lib/swift/linux/libXCTest.so","offset":"0x10"}]}"#
+    var settings = CheckSettings()
+    settings.leakSuppressedModules = ["libXCTest.so"]
+    let run = sandbox.checkedRun(settings, environment: ["FAKE_FINDING": leak])
+    let result = try run.run(program: "/bin/true", arguments: [])
+    #expect(result.findings.isEmpty && result.exitCode == 0)
+    #expect(
+      sandbox.output.contains(
+        "heappatrol: not reporting 1 leak(s) (48 bytes) allocated inside libXCTest.so\n"))
+
+    let unsuppressed = try sandbox.checkedRun(environment: ["FAKE_FINDING": leak]).run(
+      program: "/bin/true", arguments: [])
+    #expect(unsuppressed.findings.map(\.kind) == ["leak"] && unsuppressed.exitCode == 99)
+  }
+
   @Test func errorExitCodeIsConfigurable() throws {
     let sandbox = try Sandbox()
     let run = sandbox.checkedRun(

@@ -9,6 +9,9 @@ public struct CheckSettings: Sendable {
   public var errorExitCode: Int32 = 99
   /// Where to write the symbolized findings as JSON lines.
   public var jsonOutput: String?
+  /// Leaks allocated with a frame in one of these modules (matched by file-name prefix) are not
+  /// findings: `swift-test` uses it for XCTest's own objects, which it never frees before exit.
+  public var leakSuppressedModules: [String] = []
 
   public init(
     userOptions: String? = nil, detectLeaks: Bool = true, errorExitCode: Int32 = 99,
@@ -124,12 +127,24 @@ public final class CheckedRun {
       }
     }
     var findings = contents.findings.map(\.record)
+    var raw = contents.findings.map(\.rawLine)
+    let suppressed = findings.indices.filter { isSuppressedLeak(findings[$0]) }
+    if !suppressed.isEmpty {
+      let bytes = suppressed.reduce(UInt64(0)) { $0 + (findings[$1].bytes ?? 0) }
+      for index in suppressed.reversed() {
+        findings.remove(at: index)
+        raw.remove(at: index)
+      }
+      write(
+        "heappatrol: not reporting \(suppressed.count) leak(s) (\(bytes) bytes) allocated inside "
+          + "\(settings.leakSuppressedModules.joined(separator: ", "))\n")
+    }
     symbolizer.symbolize(&findings)
     for finding in findings {
       write(renderer.render(finding))
     }
     if let path = settings.jsonOutput {
-      try Self.writeJSONLines(findings, raw: contents.findings.map(\.rawLine), to: path)
+      try Self.writeJSONLines(findings, raw: raw, to: path)
     }
     if let programExit, case .signaled = programExit, findings.isEmpty {
       write("heappatrol: \(program ?? "the program") was \(programExit)\n")
@@ -140,6 +155,14 @@ public final class CheckedRun {
       programExit: programExit, findings: findings, events: contents.events,
       malformed: contents.malformed,
       exitCode: exitCode)
+  }
+
+  func isSuppressedLeak(_ finding: FindingRecord) -> Bool {
+    guard finding.kind == "leak", !settings.leakSuppressedModules.isEmpty else { return false }
+    return (finding.allocationStack ?? []).contains { frame in
+      let name = ((frame.module ?? "") as NSString).lastPathComponent
+      return settings.leakSuppressedModules.contains { name.hasPrefix($0) }
+    }
   }
 
   /// Each finding as one JSON object per line: the preload's fields as logged (unknown ones kept), with

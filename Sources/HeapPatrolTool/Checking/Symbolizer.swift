@@ -163,9 +163,12 @@ public final class Symbolizer {
       else { continue }
       answers[address] = symbols.compactMap { symbol in
         let function = (symbol["FunctionName"] as? String).flatMap { $0.isEmpty ? nil : $0 }
-        let file = (symbol["FileName"] as? String).flatMap { $0.isEmpty ? nil : $0 }
+        var file = (symbol["FileName"] as? String).flatMap { $0.isEmpty ? nil : $0 }
         let line = (symbol["Line"] as? Int).flatMap { $0 > 0 ? $0 : nil }
         let column = (symbol["Column"] as? Int).flatMap { $0 > 0 ? $0 : nil }
+        // Without line tables llvm-symbolizer may name the symbol table's STT_FILE entry ("Swift.o",
+        // "crtstuff.c"): an object name, not a source location.
+        if line == nil, let name = file, !name.hasPrefix("/") { file = nil }
         if function == nil && file == nil { return nil }
         return SymbolLocation(function: function, file: file, line: line, column: column)
       }

@@ -10,7 +10,9 @@ struct SwiftTestCommand: ParsableCommand {
       Runs `swift build --build-tests`, then the package's test bundle (.build/debug/*PackageTests.xctest) \
       the way `swift test` does on Linux: once for XCTest (no arguments) and once for Swift Testing \
       (`--testing-library swift-testing`), each under the preload. Arguments after -- go to each run of \
-      the bundle. Findings, summary and exit status as for `heappatrol run`.
+      the bundle. Findings, summary and exit status as for `heappatrol run`. Leaks allocated inside \
+      libXCTest (its test-run objects, never freed before XCTest calls exit) are counted but not \
+      reported unless --xctest-leaks is given.
 
       Example: heappatrol swift-test --package-path ../MyPackage --library swift-testing -- --filter Parser
       """)
@@ -30,6 +32,12 @@ struct SwiftTestCommand: ParsableCommand {
 
   @Option(name: .long, help: "Which test library to run: both, xctest or swift-testing.")
   var library: Library = .both
+
+  @Flag(
+    name: .customLong("xctest-leaks"),
+    help: "Also report leaks allocated inside libXCTest (XCTest keeps its test objects until exit)."
+  )
+  var xctestLeaks = false
 
   @OptionGroup var checking: CheckingOptions
 
@@ -84,6 +92,7 @@ struct SwiftTestCommand: ParsableCommand {
       var jsonParts: [String] = []
       for (index, (arguments, label)) in runs.enumerated() {
         var settings = checking.settings
+        if !xctestLeaks { settings.leakSuppressedModules = ["libXCTest.so"] }
         if let json = settings.jsonOutput, runs.count > 1 {
           settings.jsonOutput = json + ".part\(index)"
           jsonParts.append(settings.jsonOutput!)
