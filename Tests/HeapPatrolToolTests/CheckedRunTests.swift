@@ -17,7 +17,7 @@ import Testing
     __attribute__((constructor)) static void fake_preload(void) {
       const char *options = getenv("HEAPPATROL_OPTIONS");
       const char *log = options ? strstr(options, "log=") : NULL;
-      if (!log) return;
+      if (!log || getenv("FAKE_SILENT")) return;
       char path[4096];
       size_t length = 0;
       for (const char *p = log + 4; *p && *p != ',' && length < sizeof path - 32; p++) {
@@ -163,6 +163,19 @@ import Testing
     let unsuppressed = try sandbox.checkedRun(environment: ["FAKE_FINDING": leak]).run(
       program: "/bin/true", arguments: [])
     #expect(unsuppressed.findings.map(\.kind) == ["leak"] && unsuppressed.exitCode == 99)
+  }
+
+  @Test func aProgramThePreloadDidNotRunInIsFlagged() throws {
+    let sandbox = try Sandbox()
+    let result = try sandbox.checkedRun(environment: ["FAKE_SILENT": "1"]).run(
+      program: "/bin/true", arguments: [])
+    #expect(result.exitCode == 0)
+    #expect(
+      sandbox.output.contains(
+        "heappatrol: warning: /bin/true was not checked: the preload did not run in it"))
+    sandbox.output = ""
+    _ = try sandbox.checkedRun().run(program: "/bin/true", arguments: [])
+    #expect(!sandbox.output.contains("warning"))
   }
 
   @Test func errorExitCodeIsConfigurable() throws {

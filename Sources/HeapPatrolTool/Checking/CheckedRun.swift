@@ -110,6 +110,13 @@ public final class CheckedRun {
     let exit = try ChildProcess.run(
       executable, arguments: arguments, displayName: program, environment: childEnvironment,
       currentDirectory: currentDirectory)
+    let logs = (try? FileManager.default.contentsOfDirectory(atPath: logDirectory)) ?? []
+    if case .exited = exit, !logs.contains(where: { $0.hasSuffix(".jsonl") }) {
+      // Every process the preload runs in leaves a log when it exits (at least its exit event).
+      write(
+        "heappatrol: warning: \(displayName ?? program) was not checked: the preload did not run in it "
+          + "(options it rejected, see above; or a statically linked or setuid program)\n")
+    }
     let contents = LogReader.read(directory: logDirectory)
     return try report(contents, programExit: exit, program: displayName ?? program)
   }
