@@ -29,7 +29,11 @@ let package = Package(
     // The seam: one protocol with Linux page semantics, and the real implementation over CShims.
     .target(name: "PageSpace", dependencies: ["CShims"], swiftSettings: optimizedEvenInDebug),
     // The simulated implementation: page table, VMAs, frames, swap, fork/COW, files.
-    .target(name: "PageSimulator", dependencies: ["PageSpace"]),
+    // Runtime exclusivity checks cost more than the TLB hit itself; the simulator is single-threaded
+    // per machine and its state lives in unsafe buffers, so they are switched off for this module.
+    .target(
+      name: "PageSimulator", dependencies: ["PageSpace"],
+      swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
     // The guarded heap, generic over PageSpace: blocks, guards, quarantine, diagnose, reports.
     .target(name: "HeapPatrol", dependencies: ["PageSpace", "CShims"], swiftSettings: optimizedEvenInDebug),
     // malloc & co. for LD_PRELOAD or for linking into a program.
@@ -50,6 +54,8 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .executableTarget(name: "heappatrol", dependencies: ["HeapPatrolTool"]),
+    // The page simulator's throughput benchmark (scripts/sim-bench.sh runs it in release mode).
+    .executableTarget(name: "sim-bench", dependencies: ["PageSimulator", "PageSpace"]),
     // Deliberately buggy (and deliberately tricky but correct) programs the tests and the demo run.
     .executableTarget(
       name: "hp-fixture-c", path: "Fixtures/CFixtures",

@@ -86,6 +86,10 @@ public final class SimulatedMachine {
   // Frame table: parallel arrays indexed by frame number. Frame 0 is the zero page (never written).
   var frameCapacity: Int
   var frameData: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+  /// A frame without a buffer keeps up to three non-zero bytes here (a trace that touches a byte per
+  /// page must not cost 4 KiB of host memory per page): bits 60-63 hold the count, entry i sits at
+  /// bits 20i (12 bits of offset, 8 of value).
+  var frameSparse: UnsafeMutablePointer<UInt64>
   /// The tick of the frame's last access (LRU, Clock's reference test, OPT's position).
   var frameStamp: UnsafeMutablePointer<UInt64>
   /// Clock: the frame counts as referenced while its stamp is at or above this mark.
@@ -112,6 +116,7 @@ public final class SimulatedMachine {
 
   // Swap: each slot holds a page's contents (nil = zero) and the number of entries referring to it.
   var slotData: [UnsafeMutableRawPointer?] = []
+  var slotSparse: [UInt64] = []
   var slotRefs: [UInt32] = []
   var freeSlots: [Int] = []
   public var swapSlotsInUse: Int { slotRefs.count - freeSlots.count }
@@ -133,6 +138,8 @@ public final class SimulatedMachine {
     frameCapacity = min(configuration.frames.map { $0 + 1 } ?? 1024, 1 << 20)
     frameData = .allocate(capacity: frameCapacity)
     frameData.initialize(repeating: nil, count: frameCapacity)
+    frameSparse = .allocate(capacity: frameCapacity)
+    frameSparse.initialize(repeating: 0, count: frameCapacity)
     frameStamp = .allocate(capacity: frameCapacity)
     frameStamp.initialize(repeating: 0, count: frameCapacity)
     frameClockMark = .allocate(capacity: frameCapacity)
@@ -151,6 +158,7 @@ public final class SimulatedMachine {
     for frame in 0..<frameCapacity { frameData[frame]?.deallocate() }
     for data in slotData { data?.deallocate() }
     frameData.deallocate()
+    frameSparse.deallocate()
     frameStamp.deallocate()
     frameClockMark.deallocate()
     frameLoaded.deallocate()
@@ -194,6 +202,7 @@ public final class SimulatedMachine {
       pointer = grown
     }
     grow(&frameData, nil)
+    grow(&frameSparse, 0)
     grow(&frameStamp, 0)
     grow(&frameClockMark, 0)
     grow(&frameLoaded, 0)
@@ -253,24 +262,103 @@ public final class SimulatedMachine {
     frameKind[f] = .free
     frameData[f]?.deallocate()
     frameData[f] = nil
+    frameSparse[f] = 0
     frameMappers[frame] = nil
     frameMapCount[f] = 0
     framesInUse -= 1
     freeFrames.append(frame)
   }
 
-  /// The frame's bytes, materialised (zero-filled) on first need.
+  /// The frame's bytes, materialised (zero-filled, sparse bytes applied) on first need.
   func writableData(_ frame: UInt32) -> UnsafeMutableRawPointer {
-    if let data = frameData[Int(frame)] { return data }
+    let f = Int(frame)
+    if let data = frameData[f] { return data }
     let data = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
     data.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
-    frameData[Int(frame)] = data
+    let sparse = frameSparse[f]
+    for i in 0..<Int(sparse >> 60) {
+      let entry = sparse >> UInt64(20 * i)
+      data.storeBytes(
+        of: UInt8(truncatingIfNeeded: entry >> 12), toByteOffset: Int(entry & 0xfff), as: UInt8.self
+      )
+    }
+    frameSparse[f] = 0
+    frameData[f] = data
     return data
+  }
+
+  /// The frame's bytes for bulk reading; nil when the frame is all zeros.
+  func readableData(_ frame: UInt32) -> UnsafeMutableRawPointer? {
+    if let data = frameData[Int(frame)] { return data }
+    return frameSparse[Int(frame)] == 0 ? nil : writableData(frame)
+  }
+
+  @inline(__always)
+  func readByte(_ frame: UInt32, _ offset: Int) -> UInt8 {
+    let f = Int(frame)
+    if let data = frameData[f] { return data.load(fromByteOffset: offset, as: UInt8.self) }
+    let sparse = frameSparse[f]
+    guard sparse != 0 else { return 0 }
+    for i in 0..<Int(sparse >> 60) {
+      let entry = sparse >> UInt64(20 * i)
+      if Int(entry & 0xfff) == offset { return UInt8(truncatingIfNeeded: entry >> 12) }
+    }
+    return 0
+  }
+
+  @inline(__always)
+  func writeByte(_ frame: UInt32, _ offset: Int, _ value: UInt8) {
+    let f = Int(frame)
+    if let data = frameData[f] {
+      data.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+      return
+    }
+    let sparse = frameSparse[f]
+    let count = Int(sparse >> 60)
+    for i in 0..<count {
+      let shift = UInt64(20 * i)
+      if Int((sparse >> shift) & 0xfff) == offset {
+        frameSparse[f] = (sparse & ~(0xff000 << shift)) | (UInt64(value) << (shift + 12))
+        return
+      }
+    }
+    guard value != 0 else { return }
+    if count < 3 {
+      let entry = UInt64(offset) | UInt64(value) << 12
+      frameSparse[f] =
+        (sparse & ((1 << 60) - 1)) | entry << UInt64(20 * count) | UInt64(count + 1) << 60
+      return
+    }
+    writableData(frame).storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
   }
 
   func copyFrame(from source: UInt32, to destination: UInt32) {
     if let data = frameData[Int(source)] {
       writableData(destination).copyMemory(from: data, byteCount: 4096)
+    } else {
+      frameSparse[Int(destination)] = frameSparse[Int(source)]
+    }
+  }
+
+  /// Moves a frame's contents into a swap slot (and back): no copy.
+  func moveContents(frame: UInt32, toSlot slot: Int) {
+    slotData[slot] = frameData[Int(frame)]
+    slotSparse[slot] = frameSparse[Int(frame)]
+    frameData[Int(frame)] = nil
+    frameSparse[Int(frame)] = 0
+  }
+
+  /// Brings a slot's contents into a frame: moved if this was the slot's last user, else copied.
+  func takeContents(slot: Int, into frame: UInt32) {
+    if slotRefs[slot] == 1 {
+      frameData[Int(frame)] = slotData[slot]
+      frameSparse[Int(frame)] = slotSparse[slot]
+      slotData[slot] = nil
+      slotSparse[slot] = 0
+    } else if let data = slotData[slot] {
+      writableData(frame).copyMemory(from: data, byteCount: 4096)
+    } else {
+      frameSparse[Int(frame)] = slotSparse[slot]
     }
   }
 
@@ -326,6 +414,7 @@ public final class SimulatedMachine {
     guard slotRefs.count < configuration.swapSlots else { return nil }
     slotRefs.append(0)
     slotData.append(nil)
+    slotSparse.append(0)
     return slotRefs.count - 1
   }
 
@@ -336,6 +425,7 @@ public final class SimulatedMachine {
     if slotRefs[slot] == 0 {
       slotData[slot]?.deallocate()
       slotData[slot] = nil
+      slotSparse[slot] = 0
       freeSlots.append(slot)
     }
   }
@@ -445,8 +535,7 @@ public final class SimulatedMachine {
         if object.isShmem {
           let slot = allocateSlot()!
           slotRefs[slot] = 1
-          slotData[slot] = frameData[f]
-          frameData[f] = nil
+          moveContents(frame: frame, toSlot: slot)
           object.pages[page] = .swapped(slot)
           if let process = mappers.first.map({ mapperProcess($0) }) ?? object.lastMapper {
             self.process(process)?.counters.swapOuts += 1
@@ -462,8 +551,7 @@ public final class SimulatedMachine {
     if needsSlot {
       let slot = allocateSlot()!
       slotRefs[slot] = UInt32(mappers.count)
-      slotData[slot] = frameData[f]
-      frameData[f] = nil
+      moveContents(frame: frame, toSlot: slot)
       for key in mappers {
         let process = process(mapperProcess(key))
         process?.swapOutMapping(vpn: mapperVPN(key), frame: frame, slot: slot)

@@ -68,7 +68,7 @@ final class MemoryObject {
     guard let file, page < file.disk.count, case .resident(_, let dirty) = pages[page], dirty else {
       return
     }
-    if let data = machine.frameData[Int(frame)] {
+    if let data = machine.readableData(frame) {
       let target =
         file.disk[page] ?? UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
       target.copyMemory(from: data, byteCount: 4096)

@@ -26,8 +26,7 @@ extension SimulatedMachine {
     case .swapped(let slot):
       guard let frame = allocateFrame(kind: .pageCache, for: process) else { return nil }
       frameOwner[Int(frame)] = UInt64(object.id) << 32 | UInt64(page)
-      frameData[Int(frame)] = slotData[slot]
-      slotData[slot] = nil
+      takeContents(slot: slot, into: frame)
       releaseSlotReference(slot)
       object.pages[page] = .resident(frame: frame, dirty: true)
       process.counters.swapIns += 1
@@ -76,7 +75,7 @@ extension SimulatedMachine {
     if let object = file.object, objects[object.id] != nil,
       case .resident(let frame, _) = object.pages[page]
     {
-      guard let data = frameData[Int(frame)] else { return [UInt8](repeating: 0, count: 4096) }
+      guard let data = readableData(frame) else { return [UInt8](repeating: 0, count: 4096) }
       return Array(UnsafeRawBufferPointer(start: data, count: 4096))
     }
     return file.diskBytes(page: page)

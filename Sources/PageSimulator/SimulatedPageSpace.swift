@@ -114,8 +114,7 @@ public final class SimulatedPageSpace: PageSpace {
     }
     machine.frameStamp[Int(frame)] = machine.tick
     machine.tick &+= 1
-    guard let data = machine.frameData[Int(frame)] else { return 0 }
-    return data.load(fromByteOffset: Int(address & 4095), as: UInt8.self)
+    return machine.readByte(frame, Int(address & 4095))
   }
 
   public func store(_ value: UInt8, at address: UInt) throws(PageFault) {
@@ -129,12 +128,7 @@ public final class SimulatedPageSpace: PageSpace {
     }
     machine.frameStamp[Int(frame)] = machine.tick
     machine.tick &+= 1
-    if let data = machine.frameData[Int(frame)] {
-      data.storeBytes(of: value, toByteOffset: Int(address & 4095), as: UInt8.self)
-    } else if value != 0 {
-      machine.writableData(frame).storeBytes(
-        of: value, toByteOffset: Int(address & 4095), as: UInt8.self)
-    }
+    machine.writeByte(frame, Int(address & 4095), value)
   }
 
   /// An instruction fetch at `address` (x86: needs PROT_EXEC); faults like the CPU would.
@@ -152,14 +146,12 @@ public final class SimulatedPageSpace: PageSpace {
       let frame = ownerResolve(cursor, .write)
       let offset = Int(cursor & 4095)
       let length = Int(chunkEnd - cursor)
-      if let data = machine.frameData[Int(frame)] {
-        if byte == 0 && length == 4096 {
-          data.deallocate()
-          machine.frameData[Int(frame)] = nil
-        } else {
-          (data + offset).initializeMemory(as: UInt8.self, repeating: byte, count: length)
-        }
-      } else if byte != 0 {
+      if byte == 0 && length == 4096 {
+        // A page of zeros needs no buffer.
+        machine.frameData[Int(frame)]?.deallocate()
+        machine.frameData[Int(frame)] = nil
+        machine.frameSparse[Int(frame)] = 0
+      } else if byte != 0 || machine.readableData(frame) != nil {
         (machine.writableData(frame) + offset).initializeMemory(
           as: UInt8.self, repeating: byte, count: length)
       }
@@ -175,7 +167,7 @@ public final class SimulatedPageSpace: PageSpace {
       let frame = ownerResolve(cursor, .read)
       let offset = Int(cursor & 4095)
       let length = Int(chunkEnd - cursor)
-      if let data = machine.frameData[Int(frame)] {
+      if let data = machine.readableData(frame) {
         let bytes = (data + offset).assumingMemoryBound(to: UInt8.self)
         for i in 0..<length where bytes[i] != byte { return cursor + UInt(i) }
       } else if byte != 0 {
@@ -224,7 +216,7 @@ public final class SimulatedPageSpace: PageSpace {
       let frame = ownerResolve(cursor, .read)
       let length = Int(chunkEnd - cursor)
       let out = target + Int(cursor - address)
-      if let data = machine.frameData[Int(frame)] {
+      if let data = machine.readableData(frame) {
         out.copyMemory(from: data + Int(cursor & 4095), byteCount: length)
       } else {
         out.initializeMemory(as: UInt8.self, repeating: 0, count: length)
@@ -333,14 +325,10 @@ public final class SimulatedPageSpace: PageSpace {
     machine.frameStamp[Int(frame)] = machine.tick
     machine.tick &+= 1
     if write {
-      if value != 0 || machine.frameData[Int(frame)] != nil {
-        machine.writableData(frame).storeBytes(
-          of: value, toByteOffset: Int(address & 4095), as: UInt8.self)
-      }
+      machine.writeByte(frame, Int(address & 4095), value)
       return .completed(value)
     }
-    guard let data = machine.frameData[Int(frame)] else { return .completed(0) }
-    return .completed(data.load(fromByteOffset: Int(address & 4095), as: UInt8.self))
+    return .completed(machine.readByte(frame, Int(address & 4095)))
   }
 
   enum ServiceResult {
@@ -556,12 +544,7 @@ public final class SimulatedPageSpace: PageSpace {
   {
     let swapSlot = Int(PTE.frame(entry))
     guard let frame = machine.allocateFrame(kind: .anonymous, for: self) else { return .killed }
-    if machine.slotRefs[swapSlot] == 1 {
-      machine.frameData[Int(frame)] = machine.slotData[swapSlot]
-      machine.slotData[swapSlot] = nil
-    } else if let data = machine.slotData[swapSlot] {
-      machine.writableData(frame).copyMemory(from: data, byteCount: 4096)
-    }
+    machine.takeContents(slot: swapSlot, into: frame)
     machine.releaseSlotReference(swapSlot)
     swappedPages -= 1
     let vpn = UInt64(address >> 12)
