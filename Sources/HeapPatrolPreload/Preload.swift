@@ -35,10 +35,10 @@ func finish(_ runtime: ProcessRuntime, _ result: HeapResult) {
 
 /// An invalid free of a pointer nobody owns (or a realloc of one).
 func reportForeign(
-  _ runtime: ProcessRuntime, _ address: UInt, frame: UnsafeMutableRawPointer?
+  _ runtime: ProcessRuntime, _ address: UInt, frame: UnsafeMutableRawPointer?, thread: Int32
 ) {
   let finding = Finding(
-    kind: .invalidFree, address: address, thread: cshim_gettid(),
+    kind: .invalidFree, address: address, thread: thread,
     accessStack: runtime.captureStack(fromFrame: frame))
   runtime.report(finding)
   var findings = FindingBuffer()
@@ -61,47 +61,46 @@ public func heappatrolStart() {
 
 @_cdecl("heappatrol_allocate")
 public func heappatrolAllocate(
-  _ size: UInt, _ alignment: UInt, _ api: UInt8, _ frame: UnsafeMutableRawPointer?
+  _ size: UInt, _ alignment: UInt, _ api: UInt8, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
 ) -> UnsafeMutableRawPointer? {
   if cshim_enter() != 0 { return libcAllocate(size, alignment) }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return libcAllocate(size, alignment) }
-  _ = cshim_ensure_alternate_stack()
   let result = runtime.heap.allocate(
     size: size, alignment: alignment, api: AllocationAPI(rawValue: api) ?? .malloc,
-    stack: runtime.captureStack(fromFrame: frame), thread: cshim_gettid())
+    stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 
 @_cdecl("heappatrol_calloc")
-public func heappatrolCalloc(_ count: UInt, _ size: UInt, _ frame: UnsafeMutableRawPointer?)
-  -> UnsafeMutableRawPointer?
-{
+public func heappatrolCalloc(
+  _ count: UInt, _ size: UInt, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
+) -> UnsafeMutableRawPointer? {
   if cshim_enter() != 0 { return cshim_libc_calloc(Int(count), Int(size)) }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return cshim_libc_calloc(Int(count), Int(size)) }
-  _ = cshim_ensure_alternate_stack()
   let (total, overflow) = count.multipliedReportingOverflow(by: size)
   if overflow {
-    reportSizeOverflow(runtime, count: count, size: size, frame: frame)
+    reportSizeOverflow(runtime, count: count, size: size, frame: frame, thread: thread)
     return nil
   }
   let result = runtime.heap.allocate(
     size: total, api: .calloc, zeroed: true, stack: runtime.captureStack(fromFrame: frame),
-    thread: cshim_gettid())
+    thread: thread)
   finish(runtime, result)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 
 func reportSizeOverflow(
-  _ runtime: ProcessRuntime, count: UInt, size: UInt, frame: UnsafeMutableRawPointer?
+  _ runtime: ProcessRuntime, count: UInt, size: UInt, frame: UnsafeMutableRawPointer?,
+  thread: Int32
 ) {
   guard runtime.options.reportSizeOverflow else { return }
   var findings = FindingBuffer()
   findings.append(
     Finding(
-      kind: .sizeOverflow, address: 0, thread: cshim_gettid(),
+      kind: .sizeOverflow, address: 0, thread: thread,
       accessStack: runtime.captureStack(fromFrame: frame), detail: count, bytes: size))
   runtime.report(findings)
   runtime.haltIfRequested(findings)
@@ -109,7 +108,8 @@ func reportSizeOverflow(
 
 @_cdecl("heappatrol_free")
 public func heappatrolFree(
-  _ pointer: UnsafeMutableRawPointer?, _ api: UInt8, _ frame: UnsafeMutableRawPointer?
+  _ pointer: UnsafeMutableRawPointer?, _ api: UInt8, _ frame: UnsafeMutableRawPointer?,
+  _ thread: Int32
 ) {
   guard let pointer else { return }
   let address = UInt(bitPattern: pointer)
@@ -129,45 +129,46 @@ public func heappatrolFree(
     if ForeignPointers.isPlausibleGlibcChunk(address) {
       cshim_libc_free(pointer)
     } else {
-      reportForeign(runtime, address, frame: frame)
+      reportForeign(runtime, address, frame: frame, thread: thread)
     }
     return
   }
   let result = runtime.heap.deallocate(
     address, api: AllocationAPI(rawValue: api) ?? .free,
-    stack: runtime.captureStack(fromFrame: frame), thread: cshim_gettid())
+    stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
 }
 
 @_cdecl("heappatrol_realloc")
 public func heappatrolRealloc(
-  _ pointer: UnsafeMutableRawPointer?, _ size: UInt, _ frame: UnsafeMutableRawPointer?
+  _ pointer: UnsafeMutableRawPointer?, _ size: UInt, _ frame: UnsafeMutableRawPointer?,
+  _ thread: Int32
 ) -> UnsafeMutableRawPointer? {
-  reallocate(pointer, size, api: .realloc, frame: frame)
+  reallocate(pointer, size, api: .realloc, frame: frame, thread: thread)
 }
 
 @_cdecl("heappatrol_reallocarray")
 public func heappatrolReallocarray(
   _ pointer: UnsafeMutableRawPointer?, _ count: UInt, _ size: UInt,
-  _ frame: UnsafeMutableRawPointer?
+  _ frame: UnsafeMutableRawPointer?, _ thread: Int32
 ) -> UnsafeMutableRawPointer? {
   let (total, overflow) = count.multipliedReportingOverflow(by: size)
   if overflow {
     if cshim_enter() == 0 {
       defer { cshim_leave() }
       if let runtime = runningRuntime() {
-        reportSizeOverflow(runtime, count: count, size: size, frame: frame)
+        reportSizeOverflow(runtime, count: count, size: size, frame: frame, thread: thread)
       }
     }
     return nil  // the original block is untouched
   }
-  return reallocate(pointer, total, api: .reallocarray, frame: frame)
+  return reallocate(pointer, total, api: .reallocarray, frame: frame, thread: thread)
 }
 
 @inline(__always)
 func reallocate(
   _ pointer: UnsafeMutableRawPointer?, _ size: UInt, api: AllocationAPI,
-  frame: UnsafeMutableRawPointer?
+  frame: UnsafeMutableRawPointer?, thread: Int32
 ) -> UnsafeMutableRawPointer? {
   let address = UInt(bitPattern: pointer)
   if cshim_enter() != 0 {
@@ -178,8 +179,6 @@ func reallocate(
   }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return cshim_libc_realloc(pointer, Int(size)) }
-  _ = cshim_ensure_alternate_stack()
-  let thread = cshim_gettid()
   guard let pointer else {
     let result = runtime.heap.allocate(
       size: size, api: api, stack: runtime.captureStack(fromFrame: frame), thread: thread)
@@ -190,7 +189,7 @@ func reallocate(
     if ForeignPointers.isPlausibleGlibcChunk(address) {
       return cshim_libc_realloc(pointer, Int(size))
     }
-    reportForeign(runtime, address, frame: frame)
+    reportForeign(runtime, address, frame: frame, thread: thread)
     return nil
   }
   let stack = runtime.captureStack(fromFrame: frame)
@@ -221,12 +220,14 @@ public func heappatrolUsableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
 
 /// A throwing `operator new` failed: report out-of-memory and abort (we cannot throw bad_alloc).
 @_cdecl("heappatrol_new_failed")
-public func heappatrolNewFailed(_ size: UInt, _ api: UInt8, _ frame: UnsafeMutableRawPointer?) {
+public func heappatrolNewFailed(
+  _ size: UInt, _ api: UInt8, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
+) {
   if cshim_enter() == 0, let runtime = runningRuntime() {
     if !runtime.options.reportOutOfMemory {  // otherwise allocate() has reported it already
       runtime.report(
         Finding(
-          kind: .outOfMemory, address: 0, thread: cshim_gettid(),
+          kind: .outOfMemory, address: 0, thread: thread,
           accessStack: runtime.captureStack(fromFrame: frame), bytes: size))
     }
     runtime.endProcess(signal: SIGABRT)

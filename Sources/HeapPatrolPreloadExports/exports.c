@@ -53,6 +53,23 @@ extern void *__libc_calloc(size_t count, size_t size);
 extern void *__libc_realloc(void *pointer, size_t size);
 extern void *__libc_memalign(size_t alignment, size_t size);
 
+// The kernel thread id, cached per thread (gettid is a syscall; reports and block records need it
+// on every call). The first call of each thread also gives it an alternate signal stack, so a fault
+// on an overflowed stack can still be diagnosed. Reset in the child after fork.
+static __thread int cached_thread __attribute__((tls_model("initial-exec")));
+
+static inline int thread_id(void) {
+  int id = cached_thread;
+  if (__builtin_expect(id == 0, 0)) {
+    cshim_ensure_alternate_stack();
+    id = cshim_gettid();
+    cached_thread = id;
+  }
+  return id;
+}
+
+static void forget_thread_in_child(void) { cached_thread = 0; }
+
 static int is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
 
 static size_t page_size(void) {
@@ -65,7 +82,7 @@ static size_t page_size(void) {
 static inline __attribute__((always_inline)) void *gated_allocate(size_t size, size_t alignment,
                                                                  unsigned char api, void *frame) {
   if (!constructed) return alignment > 16 ? __libc_memalign(alignment, size) : __libc_malloc(size);
-  return heappatrol_allocate(size, alignment, api, frame);
+  return heappatrol_allocate(size, alignment, api, frame, thread_id());
 }
 
 static void *allocated(void *pointer) {
@@ -83,18 +100,18 @@ EXPORT KEEP_FRAME void free(void *pointer) {
     __libc_free(pointer);
     return;
   }
-  if (pointer != NULL) heappatrol_free(pointer, API_FREE, FRAME);
+  if (pointer != NULL) heappatrol_free(pointer, API_FREE, FRAME, thread_id());
   __asm__ volatile("");
 }
 
 EXPORT KEEP_FRAME void *calloc(size_t count, size_t size) {
   if (!constructed) return __libc_calloc(count, size);
-  return allocated(heappatrol_calloc(count, size, FRAME));
+  return allocated(heappatrol_calloc(count, size, FRAME, thread_id()));
 }
 
 EXPORT KEEP_FRAME void *realloc(void *pointer, size_t size) {
   if (!constructed) return __libc_realloc(pointer, size);
-  void *result = heappatrol_realloc(pointer, size, FRAME);
+  void *result = heappatrol_realloc(pointer, size, FRAME, thread_id());
   if (result == NULL && (size != 0 || pointer == NULL)) errno = ENOMEM;
   return result;
 }
@@ -107,7 +124,7 @@ EXPORT KEEP_FRAME void *reallocarray(void *pointer, size_t count, size_t size) {
     }
     return __libc_realloc(pointer, count * size);
   }
-  void *result = heappatrol_reallocarray(pointer, count, size, FRAME);
+  void *result = heappatrol_reallocarray(pointer, count, size, FRAME, thread_id());
   if (result == NULL && (count != 0 && size != 0)) errno = ENOMEM;
   return result;
 }
@@ -171,7 +188,7 @@ typedef size_t align_val_t;
 #define NEW_OR_DIE(size, alignment, api)                             \
   do {                                                               \
     void *result = gated_allocate(size, alignment, api, FRAME); \
-    if (result == NULL) heappatrol_new_failed(size, api, FRAME);     \
+    if (result == NULL) heappatrol_new_failed(size, api, FRAME, thread_id());     \
     return result;                                                   \
   } while (0)
 
@@ -206,7 +223,7 @@ EXPORT KEEP_FRAME void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, align_va
 // delete / delete[]: plain, sized, aligned, sized+aligned, nothrow.
 #define DELETE_BODY(api)                                \
   do {                                                  \
-    if (pointer != NULL) heappatrol_free(pointer, api, FRAME); \
+    if (pointer != NULL) heappatrol_free(pointer, api, FRAME, thread_id()); \
     __asm__ volatile("");                               \
   } while (0)
 
@@ -262,6 +279,7 @@ EXPORT KEEP_FRAME void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *pointer, align_
 // Start the runtime when the library is loaded, if no malloc did it before: bad options stop the
 // process before main, and the fault handler is in place even for programs that never allocate.
 __attribute__((constructor)) static void heappatrol_constructor(void) {
+  cshim_atfork(NULL, NULL, forget_thread_in_child);
   constructed = 1;
   heappatrol_start();
 }

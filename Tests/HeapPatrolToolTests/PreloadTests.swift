@@ -266,6 +266,12 @@ struct PreloadTests {
       memset((char *)area, 0, sizeof area);
     }
 
+    static __attribute__((noinline)) int recurse(volatile char *previous) {
+      volatile char frame[4096];
+      frame[0] = previous ? previous[0] + 1 : 0;
+      return recurse(frame) + frame[100];
+    }
+
     int main(int argc, char **argv) {
       const char *mode = argc > 1 ? argv[1] : "family";
       if (strcmp(mode, "family") == 0) return family();
@@ -289,6 +295,10 @@ struct PreloadTests {
         free(p);
         printf("continued\n");
         return 0;
+      }
+      if (strcmp(mode, "stack-overflow") == 0) {
+        free(malloc(1));
+        return recurse(NULL);
       }
       if (strcmp(mode, "leak") == 0) {
         kept_in_global = malloc(77);
@@ -390,6 +400,16 @@ struct PreloadTests {
     #expect(!outcome.standardError.contains("77 bytes"))
     let exit = outcome.log.last
     #expect(exit?["event"] as? String == "exit" && exit?["findings"] as? Int == 1)
+  }
+
+  @Test(
+    "a stack overflow is not ours: the fault goes on to the default action (SIGSEGV), no report")
+  func stackOverflow() throws {
+    let binary = try PreloadTests.compile(PreloadTests.program, name: "preload-program")
+    let outcome = try PreloadTests.run(binary, ["stack-overflow"], timeout: 60)
+    #expect(outcome.signaled && outcome.status == SIGSEGV)
+    #expect(!outcome.standardError.contains("ERROR: HeapPatrol"))
+    #expect(PreloadTests.findings(outcome).isEmpty)
   }
 
   @Test("bad options stop the program before main with status 1")
