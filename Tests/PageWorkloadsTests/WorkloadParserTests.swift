@@ -47,12 +47,13 @@ struct WorkloadParserTests {
       exit kid
       """)
     let operations = workload.statements.map(\.operation)
-    #expect(operations.count == 20)
+    #expect(operations.count == 21)
     #expect(operations[0] == .step(label: "first"))
     #expect(
       operations[1]
         == .map(
-          RegionID(0), size: .pages(16), protection: .readWrite, options: MapOptions(flags: [.shared, .populate]),
+          RegionID(0), size: .pages(16), protection: .readWrite,
+          options: MapOptions(flags: [.shared, .populate]),
           at: nil))
     #expect(
       operations[2]
@@ -69,17 +70,33 @@ struct WorkloadParserTests {
         == .map(
           RegionID(3), size: .pages(2), protection: [.read, .write, .exec], options: MapOptions(),
           at: Placement(base: RegionID(2), offset: .pages(4), noReplace: true)))
-    #expect(operations[6] == .mapFile(RegionID(5), size: .bytes(1 << 20), protection: .read, shared: true, cache: .cold))
+    #expect(
+      operations[6]
+        == .mapFile(
+          RegionID(5), size: .bytes(1 << 20), protection: .read, shared: true, cache: .cold))
     #expect(operations[7] == .touch(.write, RegionID(0), PageSelection(first: 0, end: 16)))
     #expect(operations[8] == .touch(.read, RegionID(0), PageSelection(first: 3, end: 4)))
-    #expect(operations[9] == .touch(.read, RegionID(0), PageSelection(first: 2, end: nil, stride: 3, order: .descending)))
-    #expect(operations[10] == .touch(.write, RegionID(0), PageSelection(order: .random(count: 100, seed: 7))))
+    #expect(
+      operations[9]
+        == .touch(
+          .read, RegionID(0), PageSelection(first: 2, end: nil, stride: 3, order: .descending)))
+    #expect(
+      operations[10]
+        == .touch(.write, RegionID(0), PageSelection(order: .random(count: 100, seed: 7))))
     #expect(operations[11] == .protect(RegionID(0), PageSelection(first: 4, end: 5), .read))
     #expect(operations[12] == .advise(RegionID(0), .all, .dontNeed))
     #expect(operations[13] == .advise(RegionID(0), PageSelection(first: 1, end: 2), .guardInstall))
     #expect(operations[14] == .lock(RegionID(0), .all))
     #expect(operations[15] == .unlock(RegionID(0), PageSelection(first: 0, end: 2)))
-    #expect(operations[17] == .repeat(count: 3, body: [WorkloadStatement(.touch(.write, RegionID(0), PageSelection(first: 0, end: 1)), at: SourceLocation(line: 18, column: 12))]))
+    #expect(
+      operations[17]
+        == .repeat(
+          count: 3,
+          body: [
+            WorkloadStatement(
+              .touch(.write, RegionID(0), PageSelection(first: 0, end: 1)),
+              at: SourceLocation(line: 18, column: 12))
+          ]))
     #expect(operations[18] == .fork(ChildID(0)))
     guard case .inChild(ChildID(0), 0, let body) = operations[19] else {
       Issue.record("expected an in block, got \(operations[19])")
@@ -94,7 +111,7 @@ struct WorkloadParserTests {
     let cases: [(String, Int, Int, String, String?)] = [
       ("map a 16q rw", 1, 7, "expected a size", "'16q'"),
       ("map a 16p\nwrite b", 2, 7, "unknown region", "'b'"),
-      ("map a 1p\nprotect a 0..1 rq", 2, 16, "expected the end of the statement", "'rq'"),
+      ("map a 1p\nprotect a 0..1 rq", 2, 16, "expected a protection", "'rq'"),
       ("map a 1p\nprotect a", 2, 10, "expected a protection", "end of input"),
       ("step first", 1, 6, "expected a quoted step label", "'first'"),
       ("step \"x", 1, 6, "unterminated string", nil),
@@ -106,7 +123,7 @@ struct WorkloadParserTests {
       ("map a 1p @", 1, 10, "unexpected character", "'@'"),
       ("frobnicate", 1, 1, "expected a statement", "'frobnicate'"),
       ("map a 1p\nwrite a 0.1", 2, 10, "expected '..'", "'.'"),
-      ("fork k\nin k { fork j }", 2, 8, "only allowed at the top level", "'fork'"),
+      ("fork k\nin k { fork j }", 2, 8, "fork is only allowed at the top level", "'fork'"),
     ]
     for (text, line, column, message, found) in cases {
       guard let error = parseError(text) else {
@@ -122,7 +139,8 @@ struct WorkloadParserTests {
 
   @Test func randomGarbageNeverCrashes() {
     var generator = SplitMix64(seed: 42)
-    let alphabet = Array("map read write a b 0..16 16p rw { } + at \" ; \n # step repeat fork in exit .x@\u{0}é".utf8)
+    let alphabet = Array(
+      "map read write a b 0..16 16p rw { } + at \" ; \n # step repeat fork in exit .x@\u{0}é".utf8)
     for _ in 0..<3000 {
       let length = Int(generator.next() % 80)
       var bytes: [UInt8] = []
@@ -130,7 +148,11 @@ struct WorkloadParserTests {
       let text = String(decoding: bytes, as: UTF8.self)
       // Either a workload or an error with a position inside the text: never a trap.
       if let error = parseError(text) {
-        #expect(error.location.line >= 1 && error.location.line <= text.split(separator: "\n", omittingEmptySubsequences: false).count + 1)
+        #expect(
+          error.location.line >= 1
+            && error.location.line <= text.split(separator: "\n", omittingEmptySubsequences: false)
+              .count + 1
+        )
       }
     }
   }
@@ -142,11 +164,12 @@ struct WorkloadParserTests {
       var produced = 0
       let total: Int
       let line = Array("write a 0..1\n".utf8)
-      init(lines: Int) { total = lines * line.count }
+      init(lines: Int) { total = 9 + lines * line.count }
       func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         var count = 0
         while count < buffer.count && produced < total {
-          buffer[count] = produced < 9 ? Array("map a 1p\n".utf8)[produced] : line[(produced - 9) % line.count]
+          buffer[count] =
+            produced < 9 ? Array("map a 1p\n".utf8)[produced] : line[(produced - 9) % line.count]
           produced += 1
           count += 1
         }
@@ -156,7 +179,7 @@ struct WorkloadParserTests {
     let source = Counting(lines: 200_000)
     var parser = WorkloadParser(source: source, sourceName: "big")
     var statements = 0
-    while let _ = try parser.next() {
+    while (try parser.next()) != nil {
       statements += 1
       if statements == 10 { #expect(source.produced <= WorkloadLexer.chunkSize) }
     }
@@ -169,7 +192,8 @@ struct WorkloadParserTests {
   }
 
   @Test func addressTraces() throws {
-    var reader = AddressTraceReader(source: StringByteSource("R 0x1000\n# c\n\nW 8192\n"), sourceName: "t")
+    var reader = AddressTraceReader(
+      source: StringByteSource("R 0x1000\n# c\n\nW 8192\n"), sourceName: "t")
     #expect(try reader.next() == TraceAccess(access: .read, address: 0x1000))
     #expect(try reader.next() == TraceAccess(access: .write, address: 8192))
     #expect(try reader.next() == nil)
