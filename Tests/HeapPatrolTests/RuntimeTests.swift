@@ -120,6 +120,36 @@ struct RuntimeTests {
     .address ?? 0
   }
 
+  @Test("the VMA budget running out is one warning, in text and as a JSON event")
+  func budgetWarning() async throws {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "hp-warn-\(UUID()).json")
+    defer { try? FileManager.default.removeItem(at: log) }
+    setenv("HP_TEST_LOG", log.path, 1)
+    let result = await #expect(processExitsWith: .exitCode(0), observing: [\.standardErrorContent])
+    {
+      let path = String(cString: getenv("HP_TEST_LOG"))
+      let options = try RuntimeOptions(
+        parsing: "guard=mprotect,vma_budget=4,detect_leaks=0,check_on_exit=0,log=\(path)")
+      guard let runtime = ProcessRuntime.start(options: options) else { exit(90) }
+      for _ in 0..<10 {
+        guard runtime.heap.allocate(size: 100, api: .malloc, thread: cshim_gettid()).address != nil
+        else { exit(91) }
+      }
+      exit(0)
+    }
+    let stderr = String(decoding: try #require(result).standardErrorContent, as: UTF8.self)
+    #expect(stderr.components(separatedBy: "==WARNING: HeapPatrol: VMA budget spent").count == 2)
+    let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+    let events = try lines.map {
+      try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+    }
+    #expect(events.count == 2)
+    #expect(events.first?["event"] as? String == "warning")
+    #expect((events.first?["message"] as? String)?.hasPrefix("VMA budget spent (4 VMAs)") == true)
+    #expect(events.last?["event"] as? String == "exit" && events.last?["findings"] as? Int == 0)
+  }
+
   @Test("a bad free is reported and the program continues; halt_on_error=1 aborts")
   func nonFatalFindings() async throws {
     let result = await #expect(processExitsWith: .exitCode(0), observing: [\.standardErrorContent])
