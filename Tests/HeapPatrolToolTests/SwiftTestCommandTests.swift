@@ -11,6 +11,7 @@ import Testing
     let package = (directory as NSString).appendingPathComponent("SamplePackage")
     let source = (TestSupport.packageRoot as NSString).appendingPathComponent(
       "Fixtures/SamplePackage")
+    try FileManager.default.createDirectory(atPath: package, withIntermediateDirectories: true)
     for item in ["Package.swift", "Sources", "Tests"] {
       try FileManager.default.copyItem(
         atPath: (source as NSString).appendingPathComponent(item),
