@@ -56,7 +56,10 @@ struct DemoCommand: ParsableCommand {
       }
       printError("\n")
       if failures.isEmpty {
-        printError("heappatrol demo: all \(demos.count) demos produced their expected finding\n")
+        let subject = demos.count == 1 ? "the demo" : "all \(demos.count) demos"
+        printError(
+          "heappatrol demo: \(subject) produced \(demos.count == 1 ? "its" : "their") expected finding\n"
+        )
         return 0
       }
       printError(
