@@ -59,7 +59,7 @@ struct PreloadTests {
   /// Runs a program (with the library preloaded unless `preload` is false), with a timeout.
   static func run(
     _ program: String, _ arguments: [String], preload: Bool = true, options: String = "",
-    timeout: TimeInterval = 60
+    logTemplate: String? = nil, timeout: TimeInterval = 60
   ) throws -> Outcome {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: program)
@@ -72,7 +72,7 @@ struct PreloadTests {
     if preload {
       environment["LD_PRELOAD"] = try library()
       environment["HEAPPATROL_OPTIONS"] =
-        (options.isEmpty ? "" : options + ",") + "log=\(log.path)"
+        (options.isEmpty ? "" : options + ",") + "log=\(logTemplate ?? log.path)"
     }
     process.environment = environment
     let output = Pipe()
@@ -385,6 +385,24 @@ struct PreloadTests {
     #expect(
       outcome.status == 0 && outcome.standardOutput == "child 7\n", "\(outcome.standardError)")
     #expect(PreloadTests.findings(outcome).isEmpty)
+  }
+
+  @Test("log=...%p: after fork the child writes to a log file of its own")
+  func perProcessLog() throws {
+    let binary = try PreloadTests.compile(PreloadTests.program, name: "preload-program")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "hp-logs-\(UUID())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let outcome = try PreloadTests.run(
+      binary, ["fork"], logTemplate: directory.path + "/log.%p.json", timeout: 30)
+    #expect(outcome.status == 0 && outcome.standardOutput == "child 7\n")
+    let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+    #expect(files.count == 2, "\(files)")
+    #expect(
+      files.allSatisfy {
+        $0.hasPrefix("log.") && $0.hasSuffix(".json") && Int($0.dropFirst(4).dropLast(5)) != nil
+      })
   }
 
   @Test("leaks: unreachable blocks are reported grouped by stack; a block in a global is not")

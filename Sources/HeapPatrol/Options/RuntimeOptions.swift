@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 // The process-level configuration: the heap's knobs plus how findings are reported and how the
 // process ends. One plain value (no String, no Array) so the preload can build it inside the first
 // malloc without allocating, and a program that links HeapPatrol can build it in Swift.
@@ -104,6 +108,14 @@ public struct RuntimeOptions: Sendable, Hashable {
       }
     }
     if let result { throw result }
+  }
+
+  /// The defaults with `HEAPPATROL_OPTIONS` applied (for programs that link HeapPatrol and want the
+  /// same environment control as the preload, with the error thrown instead of exiting).
+  public static func fromEnvironment() throws(OptionsError) -> RuntimeOptions {
+    var options = RuntimeOptions()
+    if let text = getenv("HEAPPATROL_OPTIONS") { try options.apply(cString: text) }
+    return options
   }
 
   /// The log path as a String (allocates).
