@@ -44,6 +44,8 @@ let package = Package(
     .target(
       name: "HeapPatrolPreloadExports", dependencies: ["CShims"],
       cSettings: [.unsafeFlags(["-O2", "-fno-omit-frame-pointer"])]),
+    // A Swift program with the preload linked in (tested: same protection without LD_PRELOAD).
+    .executableTarget(name: "hp-preload-linked", dependencies: ["HeapPatrolPreload"]),
     // Page workloads: the trace language, its parser and an executor over any PageSpace.
     .target(name: "PageWorkloads", dependencies: ["PageSpace", "PageSimulator", "HeapPatrol"]),
     // The CLI's logic (a library so tests can reach it) and its thin executable.

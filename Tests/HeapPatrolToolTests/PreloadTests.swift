@@ -430,6 +430,26 @@ struct PreloadTests {
     #expect(PreloadTests.findings(outcome).isEmpty)
   }
 
+  @Test("a Swift executable with HeapPatrolPreload linked in is guarded without LD_PRELOAD")
+  func linkedIntoSwiftExecutable() throws {
+    let executable =
+      (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    let program = ((executable as NSString).deletingLastPathComponent as NSString)
+      .appendingPathComponent("hp-preload-linked")
+    try #require(
+      FileManager.default.fileExists(atPath: program),
+      "\(program) is missing: build it with `swift build --product hp-preload-linked`")
+    let clean = try PreloadTests.run(program, ["ok"], preload: false)
+    #expect(clean.status == 0 && clean.standardOutput == "sum 49995000 words 1000\n")
+    #expect(!clean.standardError.contains("HeapPatrol"), "\(clean.standardError)")
+    let caught = try PreloadTests.run(program, ["overflow"], preload: false)
+    #expect(caught.signaled && caught.status == SIGSEGV)
+    #expect(
+      caught.standardError.contains("ERROR: HeapPatrol: heap-buffer-overflow [ILLMEM] WRITE at 0x"))
+    #expect(caught.standardError.contains("is 3 bytes past the end of block #"))
+    #expect(caught.standardError.contains("(13 bytes, "))
+  }
+
   @Test("bad options stop the program before main with status 1")
   func badOptions() throws {
     let binary = try PreloadTests.compile(PreloadTests.program, name: "preload-program")
