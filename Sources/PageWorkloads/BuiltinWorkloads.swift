@@ -10,7 +10,7 @@ public enum BuiltinWorkloads {
   }
 
   /// Every built-in workload, in a stable order.
-  public static let all: [Entry] = faultRows + vmaRows + fileRows
+  public static let all: [Entry] = faultRows + vmaRows + heapRows + fileRows
 
   public static func named(_ name: String) -> Entry? { all.first { $0.name == name } }
 
@@ -470,6 +470,22 @@ public enum BuiltinWorkloads {
         read a 1
         """),
   ]
+
+  /// The allocator's own churn: a seeded malloc/free sequence through GuardedHeap (module
+  /// HeapPatrol), once per guard mechanism, on real memory and on the simulator.
+  static let heapRows: [Entry] = ["markers", "mprotect", "canary"].map { mechanism in
+    Entry(
+      name: "heap-churn-\(mechanism)", row: "GuardedHeap churn, \(mechanism) guards",
+      text: """
+        heap h \(mechanism)
+        step "2000 malloc/free, up to 64 live blocks of 1..16384 bytes"
+        churn h 2000 seed 7 max 16k live 64
+        step "2000 more (seed 8), quarantine filling"
+        churn h 2000 seed 8 max 16k live 64
+        step "500 large: 1..1 MiB, up to 8 live"
+        churn h 500 seed 9 max 1m live 8
+        """)
+  }
 
   /// §2: file fault-around, simulated only — the real counts depend on the page cache's folio
   /// layout (one 256-page folio gives 1 fault where order-0 pages give 16), which the workload

@@ -51,6 +51,11 @@ public final class SimulatedProcessHost: WorkloadProcessHost {
     guard let runner = children.removeValue(forKey: child.index) else { throw .invalidArgument }
     runner.space.exit()
   }
+
+  /// The heap's tables are host memory, invisible to the simulated counters: nothing to prepare.
+  public func prepareHeapTables(excluding: () -> [AddressRange], _ create: () -> Void) {
+    create()
+  }
 }
 
 /// One row of `heappatrol faults`: one step of one workload, real against simulated.

@@ -11,6 +11,14 @@
   /// process has more than one thread.
   public final class RealProcessHost: WorkloadProcessHost {
     public typealias Space = SystemPageSpace
+    /// The running workload's regions (set by the runner that owns this host).
+    weak var runner: WorkloadRunner<SystemPageSpace>?
+    var workloadRegions: [AddressRange] {
+      runner?.regions.compactMap { region -> AddressRange? in
+        guard let region, region.length > 0 else { return nil }
+        return AddressRange(start: region.start, length: region.length)
+      } ?? []
+    }
 
     struct Child {
       var pid: pid_t
@@ -94,6 +102,24 @@
       close(process.results)
       var status: Int32 = 0
       while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    /// Populates (MADV_POPULATE_WRITE) every private writable mapping that `create` added or
+    /// changed, less the heap's reservations and the workload's regions.
+    public func prepareHeapTables(excluding: () -> [AddressRange], _ create: () -> Void) {
+      let before = Set(ProcessQuieting.mappings().map { [$0.range.start, $0.range.end] })
+      create()
+      let excluded = excluding()
+      let added = ProcessQuieting.mappings().filter {
+        $0.writable && $0.isPrivate && !before.contains([$0.range.start, $0.range.end])
+      }
+      for mapping in added {
+        for piece in ProcessQuieting.subtract(excluded + workloadRegions, from: mapping.range) {
+          _ = madvise(
+            UnsafeMutableRawPointer(bitPattern: piece.start), Int(piece.length),
+            PageAdvice.populateWrite.rawValue)
+        }
+      }
     }
 
     /// The child's side: waits for block numbers, runs each block, answers with its steps; never
@@ -258,6 +284,7 @@
     public static func run(_ workload: Workload) -> [StepResult] {
       let host = RealProcessHost(workload: workload)
       let runner = WorkloadRunner(space: SystemPageSpace(), symbols: workload.symbols, host: host)
+      host.runner = runner
       RealProcessHost.rehearse(runner)
       ProcessQuieting.growStack()
       ProcessQuieting.prefault(excluding: [])

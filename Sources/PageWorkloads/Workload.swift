@@ -139,6 +139,33 @@ public indirect enum WorkloadOperation: Sendable, Hashable {
   /// The child exits; the parent waits for it.
   case exitChild(ChildID)
   case `repeat`(count: Int, body: [WorkloadStatement])
+  /// A GuardedHeap (module HeapPatrol) over this process's page space, named like a region. Its
+  /// creation is not measured; its reservations count in the step's VMAs.
+  case heap(RegionID, HeapGuarding)
+  /// A seeded malloc/free sequence through the heap: the allocator's own page behaviour.
+  case churn(RegionID, HeapChurn)
+}
+
+/// How a workload's heap guards blocks (`HeapConfiguration.GuardMechanism`).
+public enum HeapGuarding: String, Sendable, Hashable {
+  /// Guard markers (MADV_GUARD_INSTALL): no VMA per block.
+  case markers
+  /// mprotect(PROT_NONE) guard pages: 2 VMAs per live block.
+  case mprotect
+  /// Canary red zones only.
+  case canary
+}
+
+/// `churn HEAP COUNT [seed S] [max SIZE] [live N]`: COUNT operations; each allocates a block of
+/// 1...max bytes (while fewer than `live` blocks are live, with probability 1/2, or always when
+/// none is), else frees a random live block. SplitMix64 decides, identically on every page space.
+public struct HeapChurn: Sendable, Hashable {
+  public static let maximumLive = 65536
+  public var operations: Int
+  public var seed: UInt64 = 1
+  public var maximumSize: WorkloadSize = .bytes(4096)
+  public var liveLimit: Int = 64
+  public init(operations: Int) { self.operations = operations }
 }
 
 /// An operation with the place it was written.

@@ -109,7 +109,7 @@ public struct WorkloadParser {
   }
 
   private static let statementKeywords =
-    "step, map, reserve, file, read, write, touch, protect, advise, unmap, lock, unlock, fork, in, exit, repeat"
+    "step, map, reserve, file, read, write, touch, protect, advise, unmap, lock, unlock, fork, in, exit, repeat, heap, churn"
 
   private mutating func statement(context: Context) throws(WorkloadParseError) -> WorkloadStatement
   {
@@ -135,6 +135,8 @@ public struct WorkloadParser {
       let placement = try optionalPlacement()
       operation = .map(region, size: size, protection: .none, options: options, at: placement)
     case "file": operation = try fileStatement()
+    case "heap": operation = try heapStatement()
+    case "churn": operation = try churnStatement()
     case "read", "write":
       operation = try touchStatement(access: keyword.text == "read" ? .read : .write)
     case "touch":
@@ -331,6 +333,58 @@ public struct WorkloadParser {
       }
     }
     return .mapFile(region, size: size, protection: protection, shared: shared, cache: cache)
+  }
+
+  /// `heap NAME [markers|mprotect|canary]`.
+  private mutating func heapStatement() throws(WorkloadParseError) -> WorkloadOperation {
+    let heap = try declareRegion()
+    var guarding = HeapGuarding.markers
+    let token = try peek()
+    if token.kind == .word {
+      guard let chosen = HeapGuarding(rawValue: token.text) else {
+        throw error("expected a guard mechanism (markers, mprotect, canary)", token)
+      }
+      _ = try take()
+      guarding = chosen
+    }
+    return .heap(heap, guarding)
+  }
+
+  /// `churn HEAP COUNT [seed S] [max SIZE] [live N]`.
+  private mutating func churnStatement() throws(WorkloadParseError) -> WorkloadOperation {
+    let heap = try regionReference()
+    let countToken = try take()
+    guard let count = Self.plainInteger(countToken) else {
+      throw error("expected how many malloc/free operations", countToken)
+    }
+    var churn = HeapChurn(operations: count)
+    while true {
+      let token = try peek()
+      guard token.kind == .word else { break }
+      _ = try take()
+      switch token.text {
+      case "seed":
+        let value = try take()
+        guard let seed = Self.plainInteger(value) else { throw error("expected a seed", value) }
+        churn.seed = UInt64(seed)
+      case "max":
+        let sizeToken = try peek()
+        let maximum = try size()
+        guard maximum.bytes(pageSize: 1) >= 1 else {
+          throw error("expected a block size of at least 1 byte", sizeToken)
+        }
+        churn.maximumSize = maximum
+      case "live":
+        let value = try take()
+        guard let live = Self.plainInteger(value), live >= 1, live <= HeapChurn.maximumLive else {
+          throw error("expected a live-block limit from 1 to \(HeapChurn.maximumLive)", value)
+        }
+        churn.liveLimit = live
+      default:
+        throw error("expected a churn option (seed, max, live) or the end of the statement", token)
+      }
+    }
+    return .churn(heap, churn)
   }
 
   private mutating func touchStatement(access: MemoryAccess) throws(WorkloadParseError)

@@ -1,3 +1,4 @@
+import HeapPatrol
 import PageSpace
 
 #if canImport(Glibc)
@@ -47,6 +48,10 @@ public protocol WorkloadProcessHost<Space>: AnyObject {
     -> [StepResult]
   /// The child exits; the parent waits for it.
   func exit(_ child: ChildID) throws(PageError)
+  /// Runs `create` (which makes a heap and its first reservation), then makes present the memory
+  /// it mapped outside the page space's view — the heap's tables — except `excluding()` (the heap's
+  /// reservations, which belong to the page space).
+  func prepareHeapTables(excluding: () -> [AddressRange], _ create: () -> Void)
 }
 
 /// Runs workload statements on one page space (one process), recording per step the fault deltas,
@@ -87,6 +92,9 @@ public final class WorkloadRunner<Space: PageSpace> {
     var isFile: Bool
   }
   var regions: [Region?]
+  /// Heaps by region index (`heap NAME`); a forked child does not inherit them (a heap object
+  /// belongs to one page space).
+  var heaps: [Int: GuardedHeap<Space>] = [:]
   private var currentStep: Int?
   private var implicitLabel = "(start)"
 
@@ -187,6 +195,7 @@ public final class WorkloadRunner<Space: PageSpace> {
       guard let region, region.live, region.length > 0 else { return nil }
       return AddressRange(start: region.start, length: region.length)
     }
+    for heap in heaps.values { heap.view.forEachReservation { ranges.append($0) } }
     ranges.sort { $0.start < $1.start }
     var merged: [AddressRange] = []
     for range in ranges {
@@ -344,6 +353,57 @@ public final class WorkloadRunner<Space: PageSpace> {
         regions[region.index] = state
       }
 
+    case .heap(let region, let guarding):
+      _ = stepIndex()
+      var configuration = HeapConfiguration()
+      switch guarding {
+      case .markers: configuration.guardMechanism = .markers
+      case .mprotect: configuration.guardMechanism = .mprotect
+      case .canary: configuration.guardMechanism = .canary
+      }
+      // Small tables (the default 2^24 records, 64 GiB reservations) would cost gigabytes of
+      // address space and, prepared below, tens of MiB of memory.
+      configuration.maximumRecords = 1 << 16
+      configuration.reservationSize = 1 << 30
+      var created: GuardedHeap<Space>?
+      // Created outside any window. The heap's tables live in the process's own memory on every
+      // page space (DESIGN.md: metadata is never in the page space it manages), where the
+      // simulator cannot count them; one allocation and free make the first reservation and its
+      // page map, and the host then makes every table present, so that the windows count only
+      // the heap's traffic in its page space, on both sides.
+      let prepare = {
+        created = GuardedHeap(space: self.space, configuration: configuration)
+        if let heap = created,
+          let address = heap.allocate(byteCount: 1, api: .malloc, thread: 1).address
+        {
+          heap.deallocate(address, api: .free, thread: 1)
+        }
+      }
+      let reservations = { () -> [AddressRange] in
+        var ranges: [AddressRange] = []
+        created?.view.forEachReservation { ranges.append($0) }
+        return ranges
+      }
+      if let host { host.prepareHeapTables(excluding: reservations, prepare) } else { prepare() }
+      guard let heap = created else {
+        recordError("heap \(regionName(region)): the heap could not be created", at: location)
+        return
+      }
+      heaps[region.index] = heap
+
+    case .churn(let region, let churn):
+      let step = stepIndex()
+      guard let heap = heaps[region.index] else {
+        recordError(
+          "churn \(regionName(region)): no heap of that name in this process", at: location)
+        return
+      }
+      let failures = self.churn(heap, churn, step: step)
+      if failures > 0 {
+        recordError(
+          "churn \(regionName(region)): \(failures) allocations failed", at: location)
+      }
+
     case .repeat(let count, let body):
       for _ in 0..<count {
         for inner in body { execute(inner) }
@@ -382,6 +442,41 @@ public final class WorkloadRunner<Space: PageSpace> {
         recordError("exit \(symbols.childNames[child.index]): \(error)", at: location)
       }
     }
+  }
+
+  /// Runs a churn in one window; returns how many allocations failed. The live-block table is
+  /// allocated before the window opens, and the heap's paths allocate nothing.
+  private func churn(_ heap: GuardedHeap<Space>, _ churn: HeapChurn, step: Int) -> Int {
+    let maximum = UInt64(max(1, churn.maximumSize.bytes(pageSize: space.pageSize)))
+    let live = UnsafeMutableBufferPointer<UInt>.allocate(capacity: churn.liveLimit)
+    live.initialize(repeating: 0)  // written now, so its pages do not fault inside the window
+    defer { live.deallocate() }
+    var liveCount = 0
+    var failures = 0
+    var generator = SplitMix64(seed: churn.seed)
+    // A fixed thread number: the block records are then the same on every page space.
+    let thread: Int32 = 1
+    let before = space.faultCounts
+    for _ in 0..<churn.operations {
+      let roll = generator.next()
+      if liveCount == 0 || (liveCount < churn.liveLimit && roll & 1 == 0) {
+        let size = Int(1 + (roll >> 1) % maximum)
+        if let address = heap.allocate(byteCount: size, api: .malloc, thread: thread).address {
+          live[liveCount] = address
+          liveCount += 1
+        } else {
+          failures += 1
+        }
+      } else {
+        let index = Int((roll >> 1) % UInt64(liveCount))
+        heap.deallocate(live[index], api: .free, thread: thread)
+        liveCount -= 1
+        live[index] = live[liveCount]
+      }
+    }
+    let after = space.faultCounts
+    account(before, after, step: step)
+    return failures
   }
 
   /// The region's state if it can be used in this process; otherwise records why not.

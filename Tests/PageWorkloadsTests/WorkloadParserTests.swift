@@ -204,3 +204,53 @@ struct WorkloadParserTests {
     #expect(!AddressTraceReader.looksLikeAddressTrace("map a 1p\n"))
   }
 }
+
+@Suite("Heap churn statements")
+struct HeapChurnParserTests {
+  @Test func heapAndChurnParse() throws {
+    let workload = try Workload(
+      name: "t", text: "heap h mprotect\nchurn h 100 seed 3 max 1m live 8\nheap g\nchurn g 5")
+    let operations = workload.statements.map(\.operation)
+    var churn = HeapChurn(operations: 100)
+    churn.seed = 3
+    churn.maximumSize = .bytes(1 << 20)
+    churn.liveLimit = 8
+    #expect(operations[0] == .heap(RegionID(0), .mprotect))
+    #expect(operations[1] == .churn(RegionID(0), churn))
+    #expect(operations[2] == .heap(RegionID(1), .markers))
+    #expect(operations[3] == .churn(RegionID(1), HeapChurn(operations: 5)))
+  }
+
+  @Test func heapErrorsHaveLineAndColumn() {
+    let cases: [(String, Int, Int, String)] = [
+      ("heap h sideways", 1, 8, "expected a guard mechanism"),
+      ("churn h 5", 1, 7, "unknown region"),
+      ("heap h\nchurn h many", 2, 9, "expected how many malloc/free operations"),
+      ("heap h\nchurn h 5 live 0", 2, 16, "expected a live-block limit"),
+      ("heap h\nchurn h 5 max 0", 2, 15, "expected a block size of at least 1 byte"),
+      ("heap h\nchurn h 5 fast", 2, 11, "expected a churn option"),
+    ]
+    for (text, line, column, message) in cases {
+      do {
+        _ = try Workload(name: "t", text: text)
+        Issue.record("no error for \(text)")
+      } catch {
+        #expect(error.location == SourceLocation(line: line, column: column), "\(text): \(error)")
+        #expect(error.message.hasPrefix(message), "\(text): \(error)")
+      }
+    }
+  }
+
+  /// The churn through GuardedHeap on the simulator: deterministic, and its fault count is at least
+  /// one per allocated page run (the allocation fill writes every block).
+  @Test func simulatedChurnIsDeterministic() throws {
+    let workload = try BuiltinWorkloads.workload(BuiltinWorkloads.named("heap-churn-mprotect")!)
+    let first = FaultComparison.simulate(workload)
+    let second = FaultComparison.simulate(workload)
+    #expect(first == second)
+    #expect(first.count == 4 && first.allSatisfy { $0.errors.isEmpty })
+    #expect(first[1].minorFaults > 1000)
+    // mprotect guards: 2 VMAs per live block on top of the reservation.
+    #expect(first[1].vmaCount > 64)
+  }
+}
