@@ -221,10 +221,14 @@ EXPORT KEEP_FRAME void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, align_va
 }
 
 // delete / delete[]: plain, sized, aligned, sized+aligned, nothrow.
-#define DELETE_BODY(api)                                \
-  do {                                                  \
-    if (pointer != NULL) heappatrol_free(pointer, api, FRAME, thread_id()); \
-    __asm__ volatile("");                               \
+#define DELETE_BODY(api)                                                     \
+  do {                                                                       \
+    if (!constructed) {                                                      \
+      __libc_free(pointer);                                                  \
+      return;                                                                \
+    }                                                                        \
+    if (pointer != NULL) heappatrol_free(pointer, api, FRAME, thread_id());  \
+    __asm__ volatile("");                                                    \
   } while (0)
 
 EXPORT KEEP_FRAME void _ZdlPv(void *pointer) { DELETE_BODY(API_DELETE); }

@@ -34,7 +34,9 @@ struct PreloadTests {
   }
 
   /// Compiles `source` once per test run (cached by name).
-  static func compile(_ source: String, name: String, cplusplus: Bool = false) throws -> String {
+  static func compile(
+    _ source: String, name: String, cplusplus: Bool = false, arguments: [String] = []
+  ) throws -> String {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
       "hp-preload-\(getpid())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -50,7 +52,7 @@ struct PreloadTests {
       [
         "-g", "-O0", "-fno-omit-frame-pointer", "-fno-builtin", sourcePath, "-o", binary,
         "-lpthread",
-      ],
+      ] + arguments,
       preload: false)
     try #require(result.status == 0 && !result.signaled, "compile failed: \(result.standardError)")
     return binary
@@ -488,6 +490,48 @@ struct PreloadTests {
     #expect(mismatch.status == 0)
     let kinds = PreloadTests.findings(mismatch).map { $0["kind"] as? String }
     #expect(kinds == ["alloc-dealloc-mismatch"], "\(mismatch.standardError)")
+  }
+
+  @Test("allocations in other libraries' initializers, before ours ran, are glibc's and stay safe")
+  func earlyInitializers() throws {
+    guard PreloadTests.find("clang++") ?? PreloadTests.find("c++") != nil else {
+      print("skipped: no C++ compiler")
+      return
+    }
+    let library = #"""
+      #include <cstdlib>
+      #include <string>
+      #include <vector>
+      static std::vector<std::string> *kept;
+      static char *early;
+      __attribute__((constructor)) static void initialize() {
+        delete new int(1);
+        std::vector<std::string> scratch(20, std::string(40, 'x'));
+        kept = new std::vector<std::string>(scratch);
+        early = static_cast<char *>(std::malloc(64));
+      }
+      extern "C" void release_early() {
+        std::free(early);  // a glibc block, freed once we run
+        delete kept;  // ditto, through operator delete
+        early = static_cast<char *>(std::realloc(nullptr, 10));
+        std::free(early);
+      }
+      """#
+    let shared = try PreloadTests.compile(
+      library, name: "libearly.so", cplusplus: true, arguments: ["-shared", "-fPIC"])
+    let program = #"""
+      #include <stdio.h>
+      void release_early(void);
+      int main(void) { release_early(); printf("ok\n"); return 0; }
+      """#
+    let directory = (shared as NSString).deletingLastPathComponent
+    let binary = try PreloadTests.compile(
+      program, name: "preload-early", arguments: [shared, "-Wl,-rpath," + directory])
+    let outcome = try PreloadTests.run(binary, [])
+    #expect(
+      outcome.status == 0 && !outcome.signaled && outcome.standardOutput == "ok\n",
+      "\(outcome.standardError)")
+    #expect(PreloadTests.findings(outcome).isEmpty, "\(outcome.standardError)")
   }
 
   @Test("python3 runs a JSON round trip of 200,000 objects clean under the preload")
