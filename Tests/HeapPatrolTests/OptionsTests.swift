@@ -28,6 +28,24 @@ struct OptionsTests {
     }
   }
 
+  @Test("every HeapConfiguration field has an option (a new field fails here until it gets one)")
+  func heapFieldsCovered() {
+    let fields = Mirror(reflecting: HeapConfiguration()).children.compactMap(\.label)
+    let mapped: [String: String] = [
+      "placement": "placement", "alignment": "align", "guardMechanism": "guard",
+      "vmaHeadroom": "vma_headroom", "vmaBudgetLimit": "vma_budget",
+      "quarantineMaxBytes": "quarantine_bytes", "quarantineMaxCount": "quarantine_count",
+      "noFree": "nofree", "allocationFill": "alloc_byte", "allocationFillLimit": "alloc_byte_limit",
+      "freeFill": "free_byte", "canaryByte": "canary_byte", "redZoneSize": "redzone",
+      "heapLimit": "limit", "faultInjection": "fail_every", "reservationSize": "reservation",
+      "rememberedReleasedBlocks": "remembered_blocks", "maximumRecords": "max_records",
+    ]
+    let names = Set(OptionsTable.all.map(\.name))
+    for field in fields {
+      #expect(mapped[field].map(names.contains) == true, "HeapConfiguration.\(field) has no option")
+    }
+  }
+
   /// One non-default value for every key, and how to read it back.
   static let settings: [(String, @Sendable (RuntimeOptions) -> Bool)] = [
     ("placement=lower", { $0.heap.placement == .lower }),

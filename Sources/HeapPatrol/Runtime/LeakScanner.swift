@@ -342,7 +342,11 @@ extension ProcessRuntime {
       leaks = reportLeaks(stackPointer: stackPointer)
     }
     writeExitEvent()
-    if leaks > 0 && options.leakExitCode != 0 { _exit(options.leakExitCode) }
+    if leaks > 0 && options.leakExitCode != 0 {
+      // Later atexit handlers are skipped, but the program's buffered output is not lost.
+      fflush(nil)
+      _exit(options.leakExitCode)
+    }
   }
 
   /// Scans for unreachable blocks and reports them (and reachable ones with `show_reachable`).
