@@ -120,6 +120,32 @@ struct RuntimeTests {
     .address ?? 0
   }
 
+  @Test("log_fd: JSON lines go to an inherited descriptor")
+  func logDescriptor() async throws {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("hp-fd-\(UUID()).json")
+    defer { try? FileManager.default.removeItem(at: log) }
+    setenv("HP_TEST_LOG", log.path, 1)
+    await #expect(processExitsWith: .exitCode(0)) {
+      let fd = open(getenv("HP_TEST_LOG"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+      guard fd >= 0 else { exit(89) }
+      let options = try RuntimeOptions(parsing: "log_fd=\(fd),text_report=0,detect_leaks=0")
+      guard let runtime = ProcessRuntime.start(options: options) else { exit(90) }
+      let thread = cshim_gettid()
+      let address = runtime.heap.allocate(size: 32, api: .newArray, thread: thread).address!
+      let result = runtime.heap.deallocate(address, api: .delete, thread: thread)
+      runtime.report(result.findings)
+      exit(0)
+    }
+    let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+    try #require(lines.count == 2)
+    let finding = try #require(
+      try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+    #expect(finding["kind"] as? String == "alloc-dealloc-mismatch")
+    let block = try #require(finding["block"] as? [String: Any])
+    #expect(block["api"] as? String == "operator new[]")
+    #expect(block["size"] as? Int == 32)
+  }
+
   @Test("the VMA budget running out is one warning, in text and as a JSON event")
   func budgetWarning() async throws {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent(
