@@ -86,7 +86,7 @@ struct SwiftTestCommand: ParsableCommand {
           ))
       }
 
-      let checked = CheckedRun(layout: layout, settings: checking.settings)
+      let symbolizer = Symbolizer.discover()  // shared, so both runs use one symbol cache
       var worstStatus: Int32 = 0
       var findings = 0
       var jsonParts: [String] = []
@@ -97,7 +97,7 @@ struct SwiftTestCommand: ParsableCommand {
           settings.jsonOutput = json + ".part\(index)"
           jsonParts.append(settings.jsonOutput!)
         }
-        let run = CheckedRun(layout: layout, settings: settings, symbolizer: checked.symbolizer)
+        let run = CheckedRun(layout: layout, settings: settings, symbolizer: symbolizer)
         let result = try run.run(
           program: bundle, arguments: arguments, displayName: label,
           currentDirectory: packageDirectory)
