@@ -38,6 +38,21 @@ import Testing
     #expect(objects.allSatisfy { !($0["help"] ?? "").isEmpty })
   }
 
+  @Test func aMissingPreloadSaysHowToBuildIt() throws {
+    let directory = try TestSupport.makeTemporaryDirectory("nopreload")
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let run = try TestSupport.runHeapPatrol(
+      ["run", "--", "true"], environment: ["HEAPPATROL_HOME": directory])
+    #expect(run.status == 2)
+    #expect(
+      run.standardError.contains(
+        "the preload library is missing: \(directory)/libHeapPatrolPreload.so"))
+    #expect(run.standardError.contains("swift build --product HeapPatrolPreload"))
+    let demo = try TestSupport.runHeapPatrol(["demo"], environment: ["HEAPPATROL_HOME": directory])
+    #expect(
+      demo.status == 2 && demo.standardError.contains("swift build --product HeapPatrolPreload"))
+  }
+
   @Test func reportFlagsMalformedLinesAndExitsCleanWithoutFindings() throws {
     let directory = try TestSupport.makeTemporaryDirectory("badlog")
     defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -146,6 +146,28 @@ import Testing
     #expect(text.hasSuffix("SUMMARY: HeapPatrol: double-free (/bin/sh+0x234)\n"))
   }
 
+  @Test func theEnvironmentChoosesTheTool() {
+    var environment = ProcessInfo.processInfo.environment
+    environment["HEAPPATROL_SYMBOLIZER"] = "/usr/bin/addr2line"
+    #expect(
+      Symbolizer.discover(environment: environment).backend
+        == .addr2line(path: "/usr/bin/addr2line"))
+    environment["HEAPPATROL_SYMBOLIZER"] = "/opt/llvm/bin/llvm-symbolizer"
+    #expect(
+      Symbolizer.discover(environment: environment).backend
+        == .llvmSymbolizer(path: "/opt/llvm/bin/llvm-symbolizer"))
+    environment["HEAPPATROL_SYMBOLIZER"] = "none"
+    #expect(Symbolizer.discover(environment: environment).backend == .none)
+    // Without a choice: llvm-symbolizer from PATH or the toolchain when there is one.
+    environment["HEAPPATROL_SYMBOLIZER"] = nil
+    if let found = ToolProcess.find("llvm-symbolizer", environment: environment) {
+      #expect(Symbolizer.discover(environment: environment).backend == .llvmSymbolizer(path: found))
+    }
+    // The toolchain directory next to swiftc is searched even when PATH lacks it.
+    environment["PATH"] = "/nonexistent"
+    #expect(ToolProcess.searchDirectories(environment: environment).contains("/opt/swift/usr/bin"))
+  }
+
   @Test func missingModulesAreNotFatal() {
     let symbolizer = Symbolizer.discover()
     let found = symbolizer.locations(module: "/nonexistent/module.so", offsets: [0x10, 0x20])
