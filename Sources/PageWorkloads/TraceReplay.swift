@@ -76,6 +76,10 @@ public struct ReplayResult: Sendable, Hashable, Codable {
   public var invalidAccesses: UInt64 = 0
   public var zeroPageMaps: UInt64 = 0
   public var copyOnWriteCopies: UInt64 = 0
+  /// Workload operations that failed (an errno, a SIGSEGV), and the first few of them.
+  public var operationErrors: UInt64 = 0
+  public var firstErrors: [String] = []
+  public static let keptErrors = 20
   /// Accesses that needed no fault (of any kind).
   public var hitRatio: Double {
     accesses == 0
@@ -161,13 +165,23 @@ public enum TraceReplay {
     source: any ByteSource, sourceName: String, frames: Int?, swapSlots: Int,
     policy: ReplacementPolicy,
     progress: ((UInt64) -> Void)? = nil
-  ) throws(WorkloadParseError) -> (ReplayResult, [StepResult]) {
+  ) throws(WorkloadParseError) -> ReplayResult {
     let machine = SimulatedMachine(
       configuration(frames: frames, swapSlots: swapSlots, policy: policy))
     let space = SimulatedPageSpace(machine: machine)
     var parser = WorkloadParser(source: source, sourceName: sourceName)
     var runner: WorkloadRunner<SimulatedPageSpace>?
     var result = ReplayResult(policy: policy.rawValue, frames: frames, swapSlots: swapSlots)
+    var statements = 0
+    func drain(_ steps: [StepResult]) {
+      for step in steps {
+        result.operationErrors &+= UInt64(step.errors.count)
+        for error in step.errors where result.firstErrors.count < ReplayResult.keptErrors {
+          result.firstErrors.append(
+            step.label == "(start)" ? error : "\(step.qualifiedLabel): \(error)")
+        }
+      }
+    }
     while let statement = try parser.next() {
       // Regions are declared as the parser meets them: the runner learns their names as it goes.
       if runner == nil {
@@ -175,12 +189,15 @@ public enum TraceReplay {
       }
       runner!.symbols = parser.symbols
       runner!.run(statement)
+      statements += 1
+      // Steps are folded into the result as the replay goes, so memory does not grow with them.
+      if statements % 1024 == 0 { drain(runner!.takeSteps()) }
       if let progress { progress(runner!.accessCount) }
     }
-    let steps = runner?.finish() ?? []
+    drain(runner?.finish() ?? [])
     result.accesses = runner?.accessCount ?? 0
     fill(&result, from: space.counters)
-    return (result, steps)
+    return result
   }
 
   static func fill(_ result: inout ReplayResult, from counters: SimulatorCounters) {

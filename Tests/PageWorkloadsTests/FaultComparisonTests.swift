@@ -262,6 +262,33 @@ struct StreamingTests {
     }
   }
 
+  /// A workload generated on the fly: one region, then `count` statements (writes, and every
+  /// 1000th an advice the kernel rejects with EINVAL).
+  final class GeneratedWorkload: ByteSource {
+    var produced = 0
+    let count: Int
+    var pending = Array("map a 64p\n".utf8)
+    var pendingOffset = 0
+    init(count: Int) { self.count = count }
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+      var written = 0
+      while written < buffer.count {
+        if pendingOffset == pending.count {
+          guard produced < count else { break }
+          produced += 1
+          let line =
+            produced % 1000 == 0 ? "advise a 0..1 advice_12345\n" : "write a \(produced % 64)\n"
+          pending = Array(line.utf8)
+          pendingOffset = 0
+        }
+        buffer[written] = pending[pendingOffset]
+        pendingOffset += 1
+        written += 1
+      }
+      return written
+    }
+  }
+
   /// Peak resident memory of this process (VmHWM), in KiB.
   static func peakResidentKiB() -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),

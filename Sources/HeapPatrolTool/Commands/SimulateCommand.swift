@@ -107,6 +107,11 @@ struct SimulateCommand: ParsableCommand {
       print("invalid:        \(result.invalidAccesses)")
       print("hit ratio:      \(String(format: "%.4f", result.hitRatio))")
       print("swap traffic:   \(result.swapIns) in, \(result.swapOuts) out")
+      if result.operationErrors > 0 {
+        print("failed operations: \(result.operationErrors)")
+        for error in result.firstErrors { print("  \(error)") }
+        if result.operationErrors > UInt64(result.firstErrors.count) { print("  ...") }
+      }
     }
   }
 
@@ -154,10 +159,9 @@ struct SimulateCommand: ParsableCommand {
     guard policy != .optimal else { throw ValidationError(Self.optRefusal) }
     let source = try openTrace()
     progressSource = source as? FileByteSource
-    let (result, _) = try TraceReplay.replayWorkload(
+    return try TraceReplay.replayWorkload(
       source: source, sourceName: trace, frames: frames, swapSlots: swap, policy: policy,
       progress: bar.map { bar in { _ in bar.update(progressSource?.bytesRead ?? 0) } })
-    return result
   }
 }
 
