@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default"))) __attribute__((used))
@@ -78,11 +79,25 @@ static size_t page_size(void) {
   return cached;
 }
 
+// The leak scan at exit is conservative: a stale copy of a block's address left in a dead stack
+// frame of our allocation path would keep that block "reachable" for good. Our frames lie within a
+// few KiB below the exported function's; wipe that area once the call returned (~100 ns).
+static __attribute__((noinline)) void scrub_dead_frames(void) {
+  volatile char area[8192];
+  memset((char *)area, 0, sizeof area);
+  __asm__ volatile("" : : "r"(area) : "memory");
+}
+
+static inline __attribute__((always_inline)) void *scrubbed(void *result) {
+  scrub_dead_frames();
+  return result;
+}
+
 // Every allocating entry point goes through here (inlined, so FRAME stays the caller's).
 static inline __attribute__((always_inline)) void *gated_allocate(size_t size, size_t alignment,
                                                                  unsigned char api, void *frame) {
   if (!constructed) return alignment > 16 ? __libc_memalign(alignment, size) : __libc_malloc(size);
-  return heappatrol_allocate(size, alignment, api, frame, thread_id());
+  return scrubbed(heappatrol_allocate(size, alignment, api, frame, thread_id()));
 }
 
 static void *allocated(void *pointer) {
@@ -106,12 +121,12 @@ EXPORT KEEP_FRAME void free(void *pointer) {
 
 EXPORT KEEP_FRAME void *calloc(size_t count, size_t size) {
   if (!constructed) return __libc_calloc(count, size);
-  return allocated(heappatrol_calloc(count, size, FRAME, thread_id()));
+  return allocated(scrubbed(heappatrol_calloc(count, size, FRAME, thread_id())));
 }
 
 EXPORT KEEP_FRAME void *realloc(void *pointer, size_t size) {
   if (!constructed) return __libc_realloc(pointer, size);
-  void *result = heappatrol_realloc(pointer, size, FRAME, thread_id());
+  void *result = scrubbed(heappatrol_realloc(pointer, size, FRAME, thread_id()));
   if (result == NULL && (size != 0 || pointer == NULL)) errno = ENOMEM;
   return result;
 }
@@ -124,7 +139,7 @@ EXPORT KEEP_FRAME void *reallocarray(void *pointer, size_t count, size_t size) {
     }
     return __libc_realloc(pointer, count * size);
   }
-  void *result = heappatrol_reallocarray(pointer, count, size, FRAME, thread_id());
+  void *result = scrubbed(heappatrol_reallocarray(pointer, count, size, FRAME, thread_id()));
   if (result == NULL && (count != 0 && size != 0)) errno = ENOMEM;
   return result;
 }

@@ -33,10 +33,25 @@ struct PreloadTests {
     var log: [[String: Any]]
   }
 
+  /// Removes the build directories of earlier test runs whose process is gone (once per run).
+  static let staleDirectoriesRemoved: Bool = {
+    let temporary = FileManager.default.temporaryDirectory
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+    for name in names where name.hasPrefix("hp-preload-") {
+      if let pid = Int32(name.dropFirst("hp-preload-".count)), pid != getpid(),
+        kill(pid, 0) != 0 && errno == ESRCH
+      {
+        try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
+      }
+    }
+    return true
+  }()
+
   /// Compiles `source` once per test run (cached by name).
   static func compile(
     _ source: String, name: String, cplusplus: Bool = false, arguments: [String] = []
   ) throws -> String {
+    _ = staleDirectoriesRemoved
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
       "hp-preload-\(getpid())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

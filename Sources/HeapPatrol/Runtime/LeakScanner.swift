@@ -18,6 +18,7 @@ import PageSpace
 ///   block's start, so blocks handed out with `align=1` are scanned as the program laid them out).
 /// - Live blocks left unmarked are leaks, grouped by allocation stack.
 ///
+/// Every root page is probed before it is read (a page that faults is skipped, never a crash).
 /// Limits: mappings of 64 MiB and more are scanned only where resident (mincore), so a pointer that
 /// lives only in a swapped-out page of such a mapping is missed (a false leak); pointers hidden by the
 /// program (xor-linked lists, pointers stored only in files) are not seen, as in every conservative
@@ -184,32 +185,47 @@ struct LeakScanner: ~Copyable {
     }
   }
 
-  /// Scans [start, end) (aligned start); large ranges only where pages are resident.
+  /// Scans [start, end) (aligned start) page by page, each page only if a probe read of it does not
+  /// fault: /proc/self/maps can be stale (another thread unmapping), and a private file mapping
+  /// longer than its file raises SIGBUS past the end. Large ranges are scanned only where resident.
   mutating func scanResidentWords(_ start: UInt, _ end: UInt) {
     let pageSize = view.pageSize
-    if end - start < 64 << 20 {
-      scanWords(start, end)
-      return
-    }
     var vector = InlineArray<512, UInt8>(repeating: 0)
+    let checkResidency = end - start >= 64 << 20
     var chunk = start & ~(pageSize - 1)
     while chunk < end {
       let chunkEnd = min(end, chunk + 512 * pageSize)
       let pages = Int((chunkEnd - chunk + pageSize - 1) / pageSize)
-      let resident = withUnsafeMutableBytes(of: &vector) { raw -> Bool in
-        cshim_mincore(
-          UnsafeMutableRawPointer(bitPattern: chunk), Int(chunkEnd - chunk),
-          raw.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
+      var resident = false
+      if checkResidency {
+        resident = withUnsafeMutableBytes(of: &vector) { raw -> Bool in
+          cshim_mincore(
+            UnsafeMutableRawPointer(bitPattern: chunk), Int(chunkEnd - chunk),
+            raw.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
+        }
       }
       var page = 0
       while page < pages {
         let pageStart = max(start, chunk + UInt(page) * pageSize)
         let pageEnd = min(chunkEnd, chunk + UInt(page + 1) * pageSize)
-        if !resident || vector[page] & 1 != 0 { scanWords(pageStart, pageEnd) }
+        if (!checkResidency || !resident || vector[page] & 1 != 0)
+          && LeakScanner.readable(pageStart)
+        {
+          scanWords(pageStart, pageEnd)
+        }
         page += 1
       }
       chunk = chunkEnd
     }
+  }
+
+  /// Whether reading the byte at `address` (and so its whole page) works, without a signal reaching
+  /// the program.
+  static func readable(_ address: UInt) -> Bool {
+    var value: UInt8 = 0
+    var code: Int32 = 0
+    var faultAddress: UInt = 0
+    return cshim_probe(address, 0, 0, &value, &code, &faultAddress) == 0
   }
 
   @inline(__always)
