@@ -148,6 +148,7 @@ struct PreloadTests {
     #include <stdio.h>
     #include <stdlib.h>
     #include <string.h>
+    #include <sys/mman.h>
     #include <sys/wait.h>
     #include <unistd.h>
 
@@ -317,6 +318,19 @@ struct PreloadTests {
         free(malloc(1));
         return recurse(NULL);
       }
+      if (strcmp(mode, "truncated-mapping") == 0) {
+        // A private writable file mapping longer than its file: reading past EOF raises SIGBUS.
+        char path[] = "/tmp/hp-truncatedXXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0 || write(fd, "hello", 5) != 5) return 4;
+        char *map = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        unlink(path);
+        if (map == MAP_FAILED) return 5;
+        map[0] = 'H';
+        leak_some();
+        printf("%c\n", map[0]);
+        return 0;
+      }
       if (strcmp(mode, "leak") == 0) {
         kept_in_global = malloc(77);
         leak_some();
@@ -465,6 +479,16 @@ struct PreloadTests {
       caught.standardError.contains("ERROR: HeapPatrol: heap-buffer-overflow [ILLMEM] WRITE at 0x"))
     #expect(caught.standardError.contains("is 3 bytes past the end of block #"))
     #expect(caught.standardError.contains("(13 bytes, "))
+  }
+
+  @Test("the leak scan survives a mapping that raises SIGBUS when read (file shorter than the map)")
+  func truncatedMapping() throws {
+    let binary = try PreloadTests.compile(PreloadTests.program, name: "preload-program")
+    let outcome = try PreloadTests.run(binary, ["truncated-mapping"])
+    #expect(outcome.status == 0 && !outcome.signaled, "\(outcome.standardError)")
+    #expect(outcome.standardOutput == "H\n")
+    #expect(PreloadTests.findings(outcome).allSatisfy { $0["kind"] as? String == "leak" })
+    #expect(outcome.log.last?["event"] as? String == "exit")
   }
 
   @Test("bad options stop the program before main with status 1")
