@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #define NOINLINE __attribute__((noinline))
 
@@ -383,6 +384,144 @@ NOINLINE static int good_reachable_at_exit(void) {
   return 0;
 }
 
+// MARK: - Memory operations (checked by the preload against block bounds before they run)
+
+// Declared here: the fortified entry points -D_FORTIFY_SOURCE would call (the fixtures are built
+// without it, so the cases call them directly).
+extern void *__memcpy_chk(void *destination, const void *source, size_t length, size_t size);
+extern char *__strcpy_chk(char *destination, const char *source, size_t size);
+
+NOINLINE static int memcpy_overflow(void) {
+  char source[32] = "0123456789abcdefghijklmnopqrstu";
+  char *block = malloc(16);  // hp:alloc memcpy-overflow
+  memcpy(block, source, 17);  // hp:bug memcpy-overflow
+  free(block);
+  return 0;
+}
+
+NOINLINE static int memcpy_read_overflow(void) {
+  char destination[32];
+  char *block = malloc(10);  // hp:alloc memcpy-read-overflow
+  memset(block, 'r', 10);
+  memcpy(destination, block, 11);  // hp:bug memcpy-read-overflow
+  free(block);
+  return destination[0] == 'r' ? 0 : 1;
+}
+
+NOINLINE static int strcpy_overflow(void) {
+  char *block = malloc(8);  // hp:alloc strcpy-overflow
+  strcpy(block, "12345678");  // hp:bug strcpy-overflow
+  free(block);
+  return 0;
+}
+
+NOINLINE static int memset_overflow(void) {
+  char *block = malloc(24);  // hp:alloc memset-overflow
+  memset(block, 0, 25);  // hp:bug memset-overflow
+  free(block);
+  return 0;
+}
+
+NOINLINE static int strlen_overflow(void) {
+  char *block = malloc(12);  // hp:alloc strlen-overflow
+  memset(block, 'x', 12);
+  size_t length = strlen(block);  // hp:bug strlen-overflow
+  free(block);
+  return length == 12 ? 0 : 1;
+}
+
+NOINLINE static int memcpy_overlap(void) {
+  char *block = malloc(64);  // hp:alloc memcpy-overlap
+  memset(block, 'o', 64);
+  memcpy(block + 8, block, 32);  // hp:bug memcpy-overlap
+  free(block);
+  return 0;
+}
+
+NOINLINE static int strcpy_after_free(void) {
+  char *block = malloc(32);  // hp:alloc strcpy-after-free
+  free(block);  // hp:free strcpy-after-free
+  strcpy(block, "too late");  // hp:bug strcpy-after-free
+  return 0;
+}
+
+NOINLINE static int memcpy_chk_overflow(void) {
+  char source[32] = "0123456789abcdefghijklmnopqrstu";
+  char *block = malloc(16);  // hp:alloc memcpy-chk-overflow
+  __memcpy_chk(block, source, 20, 64);  // hp:bug memcpy-chk-overflow
+  free(block);
+  return 0;
+}
+
+// Every checked operation, in bounds, on heap blocks, the stack and globals.
+NOINLINE static int good_memops(void) {
+  static char global[64];
+  char local[64];
+  char *block = malloc(64);
+  char *other = malloc(64);
+  memset(block, 0, 64);
+  bzero(other, 64);
+  explicit_bzero(local, sizeof local);
+  strcpy(block, "heap");
+  strcat(block, "patrol");
+  strncat(block, "-checks-everything", 7);
+  if (strcmp(block, "heappatrol-checks")) return 1;
+  strncpy(other, block, 64);  // pads to the block's end, exactly
+  if (strlen(other) != 17 || memcmp(block, other, 64) != 0) return 2;
+  memmove(block + 1, block, 63);  // overlapping: memmove's job
+  if (memchr(block, 'k', 64) != block + 16 || memchr(other, '#', 64) != NULL) return 3;
+  memcpy(global, other, 64);
+  memcpy(local, global, 64);
+  memcpy(other, local, 64);
+  __memcpy_chk(block, other, 64, 64);
+  __strcpy_chk(local, block, sizeof local);
+  char *copy = strdup(block);
+  char *prefix = strndup(block, 4);
+  if (strcmp(copy, block) || strcmp(prefix, "heap")) return 4;
+  wchar_t *wide = malloc(8 * sizeof(wchar_t));
+  wcscpy(wide, L"wide");
+  wchar_t wide_copy[8];
+  wmemcpy(wide_copy, wide, 5);
+  if (wcscmp(wide_copy, L"wide")) return 5;
+  free(wide);
+  free(copy);
+  free(prefix);
+  free(other);
+  free(block);
+  return 0;
+}
+
+// The memory-operation benchmark: small and medium copies, string functions and fills between live
+// heap blocks, the way parsers and serializers use them. HEAPPATROL_BENCH_ROUNDS sets the work.
+NOINLINE static int bench_memops(void) {
+  const char *rounds_text = getenv("HEAPPATROL_BENCH_ROUNDS");
+  long rounds = rounds_text ? atol(rounds_text) : 200000;
+  enum { BLOCKS = 64 };
+  char *blocks[BLOCKS];
+  for (int i = 0; i < BLOCKS; i++) {
+    blocks[i] = malloc(256);
+    memset(blocks[i], 'a' + i % 26, 255);
+    blocks[i][255] = 0;
+  }
+  char local[256];
+  unsigned long checksum = 0;
+  for (long round = 0; round < rounds; round++) {
+    char *from = blocks[round % BLOCKS], *to = blocks[(round * 7 + 3) % BLOCKS];
+    if (from == to) continue;
+    memcpy(to, from, 16 + round % 200);
+    to[255] = 0;
+    checksum += strlen(to);
+    memcpy(local, to, 64);
+    memset(to + 200, 'z', 55);
+    strcpy(local, "key=");
+    strncat(local, from, 32);
+    checksum += (unsigned long)memcmp(local, to, 8) + (memchr(to, 'z', 256) != NULL);
+  }
+  for (int i = 0; i < BLOCKS; i++) free(blocks[i]);
+  printf("bench-memops: %ld rounds, checksum %lu\n", rounds, checksum);
+  return 0;
+}
+
 // MARK: - Dispatch
 
 struct fixture_case {
@@ -417,6 +556,16 @@ static const struct fixture_case cases[] = {
     {"good-malloc0", good_malloc0, "malloc(0), calloc(0, n), free(NULL), realloc(p, 0)"},
     {"good-strings", good_strings, "strdup, strndup, asprintf, vasprintf, getline, open_memstream, getcwd, realpath"},
     {"good-reachable-at-exit", good_reachable_at_exit, "exits with a block still in a global"},
+    {"memcpy-overflow", memcpy_overflow, "memcpy of 17 bytes into a 16-byte block"},
+    {"memcpy-read-overflow", memcpy_read_overflow, "memcpy of 11 bytes out of a 10-byte block"},
+    {"strcpy-overflow", strcpy_overflow, "strcpy of 8 characters (9 bytes) into an 8-byte block"},
+    {"memset-overflow", memset_overflow, "memset of 25 bytes on a 24-byte block"},
+    {"strlen-overflow", strlen_overflow, "strlen of a 12-byte block with no NUL"},
+    {"memcpy-overlap", memcpy_overlap, "memcpy with overlapping source and destination in one block"},
+    {"strcpy-after-free", strcpy_after_free, "strcpy into a freed 32-byte block"},
+    {"memcpy-chk-overflow", memcpy_chk_overflow, "__memcpy_chk of 20 bytes into a 16-byte block (claimed size 64)"},
+    {"good-memops", good_memops, "every checked memory operation, in bounds"},
+    {"bench-memops", bench_memops, "memory-operation benchmark (HEAPPATROL_BENCH_ROUNDS, default 200000)"},
 };
 
 int main(int argc, char **argv) {

@@ -51,7 +51,9 @@ func reportForeign(
 public func heappatrolStart() {
   if cshim_enter() != 0 { return }
   defer { cshim_leave() }
-  guard let runtime = runningRuntime() else { return }
+  let started = runningRuntime()
+  configureMemoryOperations(started)
+  guard let runtime = started else { return }
   // The heap's entry points reach generic code that looks up HeapCore<SystemPageSpace>'s metadata
   // once and caches it. Do that now, single-threaded, rather than in the program's first malloc
   // (which may come from inside the Swift runtime while it holds its metadata lock).

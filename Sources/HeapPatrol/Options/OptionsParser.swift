@@ -106,7 +106,7 @@ extension OptionKey {
     case .failRate: "a probability between 0 and 1, like 0.01"
     case .allocByte, .freeByte: "a byte 0...255 (decimal or 0x hex) or 'none'"
     case .canaryByte: "a byte 0...255 (decimal or 0x hex)"
-    case .log: "a path of at most 512 bytes"
+    case .log, .trace: "a path of at most 512 bytes"
     case .reservation: "a size between 1m and 64t, like 64g"
     case .redZone: "a size of at most 64k"
     case .maxRecords: "a number of records, at least 1"
@@ -300,6 +300,12 @@ extension RuntimeOptions {
     case .verbose:
       guard let flag = parseBool(value) else { return false }
       verbose = flag
+    case .checkMemoryOperations:
+      guard let flag = parseBool(value) else { return false }
+      checkMemoryOperations = flag
+    case .trace:
+      guard value.count <= PathBuffer.capacity else { return false }
+      tracePath.set(value)
     }
     return true
   }

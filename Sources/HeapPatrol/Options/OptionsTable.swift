@@ -99,9 +99,12 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   case stackDepth
   case sample
   case verbose
+  // Memory-operation checks and allocation tracing (docs/depth.md).
+  case checkMemoryOperations
+  case trace
 
   /// The number of keys (raw values are 0..<count).
-  public static let count = Int(OptionKey.verbose.rawValue) + 1
+  public static let count = Int(OptionKey.trace.rawValue) + 1
 
   /// All keys in table order (allocates: not for the malloc path).
   public static var allKeys: [OptionKey] {
@@ -145,20 +148,22 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .stackDepth: "stack_depth"
     case .sample: "sample"
     case .verbose: "verbose"
+    case .checkMemoryOperations: "check_memops"
+    case .trace: "trace"
     }
   }
 
   public var type: OptionType {
     switch self {
     case .placement, .guardMechanism: .enum
-    case .align, .failRate, .log: .string
+    case .align, .failRate, .log, .trace: .string
     case .vmaHeadroom, .vmaBudget, .quarantineCount, .failEvery, .failSeed, .rememberedBlocks,
       .maxRecords, .logFD, .fatalExitCode, .leakExitCode, .stackDepth, .sample:
       .int
     case .quarantineBytes, .redZone, .limit, .reservation, .allocByteLimit: .size
     case .allocByte, .freeByte, .canaryByte: .byte
     case .noFree, .textReport, .detectLeaks, .showReachable, .checkOnExit, .haltOnError,
-      .reportSizeOverflow, .reportOutOfMemory, .verbose:
+      .reportSizeOverflow, .reportOutOfMemory, .verbose, .checkMemoryOperations:
       .bool
     }
   }
@@ -200,6 +205,8 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .stackDepth: "32"
     case .sample: "1"
     case .verbose: "0"
+    case .checkMemoryOperations: "1"
+    case .trace: ""
     }
   }
 
@@ -261,6 +268,10 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .stackDepth: "frames recorded per allocation, free and access stack (1...64)"
     case .sample: "1 = guard every allocation (the only value accepted for now)"
     case .verbose: "print the effective configuration to stderr at start"
+    case .checkMemoryOperations:
+      "check memcpy, memset, strcpy, strlen & co. against the bounds of the heap blocks they touch before they run (mpatrol RNGOVF/RNGOVL); 0 = straight to glibc"
+    case .trace:
+      "record every allocation and free in this binary file for heappatrol trace/profile/map/mleak; %p is replaced by the process id; empty = none"
     }
   }
 

@@ -92,6 +92,10 @@ public struct RuntimeOptions: Sendable, Hashable {
   public var sample = 1
   /// Print the effective configuration at start.
   public var verbose = false
+  /// memcpy, strcpy & co. are checked against heap block bounds before they run (preload only).
+  public var checkMemoryOperations = true
+  /// Every allocation event is recorded in this binary file (`%p` = pid); empty = no trace.
+  public var tracePath = PathBuffer()
 
   public init() {}
 

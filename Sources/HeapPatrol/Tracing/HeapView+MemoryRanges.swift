@@ -1,0 +1,68 @@
+import PageSpace
+
+// Lock-free range checks for the checked memory operations (memcpy, strcpy, ... in the preload):
+// one page -> block lookup per range, no scan of the blocks, nothing allocated. Same reading rules
+// as `diagnose` (see HeapTables.swift for the memory-ordering argument).
+
+extension HeapView {
+  /// The live block whose own bytes include `address`, if any.
+  @inlinable
+  func liveRecord(at address: UInt, reservation: Int) -> BlockRecord? {
+    let number = recordNumber(at: address, reservation: reservation)
+    guard number != 0 else { return nil }
+    let record = records[Int(number)]
+    guard record.state == BlockState.live.rawValue, Int(record.reservation) == reservation,
+      address >= record.address, address < record.end
+    else { return nil }
+    return record
+  }
+
+  /// What is wrong with a memory operation touching `[start, start + length)`, or nil when every
+  /// byte of it lies in one live block, or the range does not touch the heap at all.
+  ///
+  /// - A range starting in a live block and running past its end is a memory-operation-overflow at
+  ///   the first byte past the block ("0 bytes past the end"), whatever lies beyond.
+  /// - A range starting outside every live block is judged by its first byte, as a fault there
+  ///   would be: use-after-free for a freed block, memory-operation-overflow for the slack or guard
+  ///   of a live block, wild-access for heap address space no block owns.
+  public func checkMemoryRange(start: UInt, length: UInt, access: MemoryAccess) -> Finding? {
+    guard length != 0 else { return nil }
+    let (sum, overflowed) = start.addingReportingOverflow(length - 1)
+    let last = overflowed ? UInt.max : sum
+    guard let reservation = reservationIndex(containing: start) else {
+      // Starting below the heap and running into it: charge the first heap byte it reaches.
+      guard let lastReservation = reservationIndex(containing: last) else { return nil }
+      let base = reservations[lastReservation].base
+      return diagnose(address: base, access: access).map(Self.asMemoryOperation)
+        ?? Finding(kind: .wildAccess, access: access, address: base, thread: 0)
+    }
+    if let record = liveRecord(at: start, reservation: reservation) {
+      if last < record.end { return nil }
+      return Finding(
+        kind: .memoryOperationOverflow, access: access, address: record.end,
+        block: record.snapshot(), relation: .pastEnd, distance: 0, thread: 0)
+    }
+    guard let finding = diagnose(address: start, access: access) else { return nil }
+    return Self.asMemoryOperation(finding)
+  }
+
+  /// Bytes from `address` to the end of its live block; 0 for a heap address outside every live
+  /// block (any read there is wrong); nil when the address is not the heap's.
+  @inlinable
+  public func readableBytes(from address: UInt) -> UInt? {
+    guard let reservation = reservationIndex(containing: address) else { return nil }
+    guard let record = liveRecord(at: address, reservation: reservation) else { return 0 }
+    return record.end &- address
+  }
+
+  /// An access-style finding restated for a memory operation: out of a live block's bounds is
+  /// memory-operation-overflow (mpatrol RNGOVF); freed blocks and wild addresses keep their kind.
+  static func asMemoryOperation(_ finding: Finding) -> Finding {
+    var copy = finding
+    switch finding.kind {
+    case .heapBufferOverflow, .heapBufferUnderflow: copy.kind = .memoryOperationOverflow
+    default: break
+    }
+    return copy
+  }
+}
