@@ -33,7 +33,11 @@ let package = Package(
     // per machine and its state lives in unsafe buffers, so they are switched off for this module.
     .target(
       name: "PageSimulator", dependencies: ["PageSpace"],
-      swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
+      swiftSettings: [
+        .unsafeFlags(["-enforce-exclusivity=unchecked"]),
+        // Every heap test runs on the simulator: optimise it in debug builds too.
+        .unsafeFlags(["-O"], .when(configuration: .debug)),
+      ]),
     // The guarded heap, generic over PageSpace: blocks, guards, quarantine, diagnose, reports.
     .target(name: "HeapPatrol", dependencies: ["PageSpace", "CShims"], swiftSettings: optimizedEvenInDebug),
     // malloc & co. for LD_PRELOAD or for linking into a program.
