@@ -639,6 +639,18 @@ void cshim_leave(void) { inside_heap_patrol = 0; }
 
 int cshim_is_inside(void) { return inside_heap_patrol; }
 
+// Allocation-family calls made from inside HeapPatrol (they go to glibc): the preload's tests assert
+// that the malloc path never makes one.
+static unsigned long reentrant_allocations;
+
+void cshim_note_reentrant_allocation(void) {
+  __atomic_fetch_add(&reentrant_allocations, 1, __ATOMIC_RELAXED);
+}
+
+unsigned long cshim_reentrant_allocations(void) {
+  return __atomic_load_n(&reentrant_allocations, __ATOMIC_RELAXED);
+}
+
 // ---- Threads, stacks, modules ------------------------------------------------------------------
 
 int cshim_gettid(void) { return (int)syscall(SYS_gettid); }

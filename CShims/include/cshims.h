@@ -125,6 +125,9 @@ size_t cshim_libc_usable_size(void *pointer);
 int cshim_enter(void);
 void cshim_leave(void);
 int cshim_is_inside(void);
+/// Counts a malloc-family call made from inside HeapPatrol (sent to glibc), and reads the count.
+void cshim_note_reentrant_allocation(void);
+unsigned long cshim_reentrant_allocations(void);
 
 // ---- Threads, stacks, modules ------------------------------------------------------------------
 int cshim_gettid(void);

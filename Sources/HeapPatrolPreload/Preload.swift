@@ -65,10 +65,13 @@ public func heappatrolStart() {
 public func heappatrolAllocate(
   _ size: UInt, _ alignment: UInt, _ api: UInt8, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
 ) -> UnsafeMutableRawPointer? {
-  if cshim_enter() != 0 { return libcAllocate(size, alignment) }
+  if cshim_enter() != 0 {
+    cshim_note_reentrant_allocation()
+    return libcAllocate(size, alignment)
+  }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return libcAllocate(size, alignment) }
-  let result = runtime.heap.allocate(
+  let result = runtime.allocate(
     size: size, alignment: alignment, api: AllocationAPI(rawValue: api) ?? .malloc,
     stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
@@ -79,7 +82,10 @@ public func heappatrolAllocate(
 public func heappatrolCalloc(
   _ count: UInt, _ size: UInt, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
 ) -> UnsafeMutableRawPointer? {
-  if cshim_enter() != 0 { return cshim_libc_calloc(Int(count), Int(size)) }
+  if cshim_enter() != 0 {
+    cshim_note_reentrant_allocation()
+    return cshim_libc_calloc(Int(count), Int(size))
+  }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return cshim_libc_calloc(Int(count), Int(size)) }
   let (total, overflow) = count.multipliedReportingOverflow(by: size)
@@ -87,7 +93,7 @@ public func heappatrolCalloc(
     reportSizeOverflow(runtime, count: count, size: size, frame: frame, thread: thread)
     return nil
   }
-  let result = runtime.heap.allocate(
+  let result = runtime.allocate(
     size: total, api: .calloc, zeroed: true, stack: runtime.captureStack(fromFrame: frame),
     thread: thread)
   finish(runtime, result)
@@ -116,6 +122,7 @@ public func heappatrolFree(
   guard let pointer else { return }
   let address = UInt(bitPattern: pointer)
   if cshim_enter() != 0 {
+    cshim_note_reentrant_allocation()
     // Our own (reentrant) allocations are glibc's. One of the heap's blocks freed from inside
     // HeapPatrol would be a bug of ours: leak it rather than hand it to glibc.
     if let runtime = ProcessRuntime.current, runtime.heap.view.owns(address) { return }
@@ -135,7 +142,7 @@ public func heappatrolFree(
     }
     return
   }
-  let result = runtime.heap.deallocate(
+  let result = runtime.deallocate(
     address, api: AllocationAPI(rawValue: api) ?? .free,
     stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
@@ -174,6 +181,7 @@ func reallocate(
 ) -> UnsafeMutableRawPointer? {
   let address = UInt(bitPattern: pointer)
   if cshim_enter() != 0 {
+    cshim_note_reentrant_allocation()
     if let runtime = ProcessRuntime.current, address != 0, runtime.heap.view.owns(address) {
       return nil
     }
@@ -182,7 +190,7 @@ func reallocate(
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return cshim_libc_realloc(pointer, Int(size)) }
   guard let pointer else {
-    let result = runtime.heap.allocate(
+    let result = runtime.allocate(
       size: size, api: api, stack: runtime.captureStack(fromFrame: frame), thread: thread)
     finish(runtime, result)
     return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
@@ -197,10 +205,10 @@ func reallocate(
   let stack = runtime.captureStack(fromFrame: frame)
   if size == 0 {
     // glibc: realloc(p, 0) frees p and returns NULL.
-    finish(runtime, runtime.heap.deallocate(address, api: api, stack: stack, thread: thread))
+    finish(runtime, runtime.deallocate(address, api: api, stack: stack, thread: thread))
     return nil
   }
-  let result = runtime.heap.reallocate(address, size: size, api: api, stack: stack, thread: thread)
+  let result = runtime.reallocate(address, size: size, api: api, stack: stack, thread: thread)
   finish(runtime, result)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
@@ -212,7 +220,7 @@ public func heappatrolUsableSize(_ pointer: UnsafeMutableRawPointer?) -> UInt {
   guard let pointer else { return 0 }
   let address = UInt(bitPattern: pointer)
   if let runtime = ProcessRuntime.current, runtime.heap.view.owns(address) {
-    return runtime.heap.usableSize(of: address) ?? 0
+    return runtime.usableSize(of: address) ?? 0
   }
   if cshim_is_inside() != 0 || ForeignPointers.isPlausibleGlibcChunk(address) {
     return UInt(cshim_libc_usable_size(pointer))

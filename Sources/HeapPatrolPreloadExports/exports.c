@@ -194,6 +194,10 @@ EXPORT KEEP_FRAME size_t malloc_usable_size(void *pointer) {
   return size;
 }
 
+// For tests and benchmarks (found with dlsym): allocation calls that reached glibc because our own
+// code, inside a malloc of the program, allocated. The malloc path must keep this still.
+EXPORT unsigned long heappatrol_reentrant_calls(void) { return cshim_reentrant_allocations(); }
+
 // ---- C++ operators (Itanium ABI mangled names; size_t is unsigned long: 'm') -------------------
 
 typedef struct nothrow_t nothrow_t;

@@ -51,24 +51,36 @@ public struct HeapHandle<Space: PageSpace>: @unchecked Sendable {
     self.view = view
   }
 
+  /// The lock the phased operations release around page syscalls: real pages only. A simulated page
+  /// space is one single-threaded machine, so there the lock is held for the whole call.
+  @inlinable
+  var lockAroundSyscallsOnly: Bool { Space.self == SystemPageSpace.self }
+
   @inlinable
   public func allocate(
     size: UInt, alignment: UInt = 0, api: AllocationAPI, zeroed: Bool = false,
     stack: StackID = .none, thread: Int32
   ) -> HeapResult {
+    let request = HeapCore<Space>.AllocationRequest(
+      size: size, alignment: alignment, api: api, zeroed: zeroed, stack: stack, thread: thread)
+    if lockAroundSyscallsOnly { return HeapCore.allocate(core: core, lock: lock, request) }
     lock.lock()
     defer { lock.unlock() }
-    return core.pointee.allocate(
-      size: size, alignment: alignment, api: api, zeroed: zeroed, stack: stack, thread: thread)
+    return HeapCore.allocate(core: core, lock: nil, request)
   }
 
   @inlinable
   public func deallocate(_ address: UInt, api: AllocationAPI, stack: StackID = .none, thread: Int32)
     -> HeapResult
   {
+    if lockAroundSyscallsOnly {
+      return HeapCore.deallocate(
+        core: core, lock: lock, address, api: api, stack: stack, thread: thread)
+    }
     lock.lock()
     defer { lock.unlock() }
-    return core.pointee.deallocate(address, api: api, stack: stack, thread: thread)
+    return HeapCore.deallocate(
+      core: core, lock: nil, address, api: api, stack: stack, thread: thread)
   }
 
   @inlinable
@@ -76,9 +88,14 @@ public struct HeapHandle<Space: PageSpace>: @unchecked Sendable {
     _ address: UInt?, size: UInt, api: AllocationAPI = .realloc, stack: StackID = .none,
     thread: Int32
   ) -> HeapResult {
+    if lockAroundSyscallsOnly {
+      return HeapCore.reallocate(
+        core: core, lock: lock, address, size: size, api: api, stack: stack, thread: thread)
+    }
     lock.lock()
     defer { lock.unlock() }
-    return core.pointee.reallocate(address, size: size, api: api, stack: stack, thread: thread)
+    return HeapCore.reallocate(
+      core: core, lock: nil, address, size: size, api: api, stack: stack, thread: thread)
   }
 
   @inlinable

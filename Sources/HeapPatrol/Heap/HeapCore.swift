@@ -96,53 +96,278 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   }
 
   // MARK: - Allocation
+  //
+  // Every heap operation is split into phases so that a multi-threaded owner (`HeapHandle`) holds its
+  // lock only while deciding and publishing, never across the madvise/mprotect calls in between:
+  //
+  //   allocate:   reserve (locked)  -> open pages, fill canaries (unlocked) -> publish (locked)
+  //   deallocate: look up, mark closing (locked) -> close pages (unlocked) -> quarantine (locked)
+  //   reallocate: look up, mark moving (locked) -> allocate -> copy (unlocked) -> deallocate phases
+  //
+  // Ordering that makes this safe: a run popped from a free list and a record taken from the record
+  // table belong to the reserving thread alone until published, so nobody else touches their pages;
+  // a record's page-map entries are stored (releasing) only after its pages are open and its record is
+  // complete, so the fault handler never resolves an address to a half-built block. A block being
+  // freed is marked `closing` before its pages close, so a concurrent free of it is a double free and
+  // `check()` skips it; it enters the quarantine FIFO (and so can be evicted and its run reused) only
+  // after its pages are inaccessible. Every run in a free list or in quarantine is therefore closed.
+  // Carving fresh address space (mmap, the frontier's mprotect) stays under the lock: it happens once
+  // per 4 MiB of runs.
 
   /// Allocates a block of `size` bytes. `alignment` 0 means the configured policy; otherwise it must be
   /// a power of two (else a bad-alignment finding and nil). `zeroed` gives calloc semantics.
-  @_specialize(exported:true,where Space == SystemPageSpace)
+  @inlinable
   public mutating func allocate(
     size: UInt, alignment requested: UInt = 0, api: AllocationAPI, zeroed: Bool = false,
     stack: StackID = .none, thread: Int32 = 0
   ) -> HeapResult {
+    let request = AllocationRequest(
+      size: size, alignment: requested, api: api, zeroed: zeroed, stack: stack, thread: thread)
+    return withUnsafeMutablePointer(to: &self) { core in
+      Self.allocate(core: core, lock: nil, request)
+    }
+  }
+
+  /// Frees the block at `address` with `api`. Not ours -> `owned == false`. A pointer of ours that is
+  /// not a live block's start is reported (double, invalid or interior free) and otherwise ignored.
+  @inlinable
+  public mutating func deallocate(
+    _ address: UInt, api: AllocationAPI, stack: StackID = .none, thread: Int32 = 0
+  ) -> HeapResult {
+    withUnsafeMutablePointer(to: &self) { core in
+      Self.deallocate(core: core, lock: nil, address, api: api, stack: stack, thread: thread)
+    }
+  }
+
+  /// realloc: the block always moves (a stale pointer to the old block is then a use-after-free);
+  /// the data up to the smaller size is kept; the old block's canaries are checked. On failure the old
+  /// block stays valid and the address is nil. `address == nil` is an allocation.
+  @inlinable
+  public mutating func reallocate(
+    _ address: UInt?, size: UInt, api: AllocationAPI = .realloc, stack: StackID = .none,
+    thread: Int32 = 0
+  ) -> HeapResult {
+    withUnsafeMutablePointer(to: &self) { core in
+      Self.reallocate(
+        core: core, lock: nil, address, size: size, api: api, stack: stack, thread: thread)
+    }
+  }
+
+  /// One allocation's parameters, carried through its phases.
+  @usableFromInline
+  struct AllocationRequest {
+    @usableFromInline var size: UInt
+    @usableFromInline var alignment: UInt
+    @usableFromInline var api: AllocationAPI
+    @usableFromInline var zeroed: Bool
+    @usableFromInline var stack: StackID
+    @usableFromInline var thread: Int32
+
+    @inlinable
+    init(
+      size: UInt, alignment: UInt, api: AllocationAPI, zeroed: Bool, stack: StackID, thread: Int32
+    ) {
+      self.size = size
+      self.alignment = alignment
+      self.api = api
+      self.zeroed = zeroed
+      self.stack = stack
+      self.thread = thread
+    }
+  }
+
+  /// What the locked first phase of an allocation decided: the record and the run are the caller's
+  /// alone until `publishAllocation`.
+  @usableFromInline
+  struct PendingAllocation {
+    @usableFromInline var record: UInt32
+    @usableFromInline var placement: Placement
+    @usableFromInline var alignment: UInt
+  }
+
+  @usableFromInline
+  enum Reservation {
+    case failed(Finding)
+    case pending(PendingAllocation)
+  }
+
+  /// The phases of an allocation around `lock` (nil: the caller serializes, e.g. a single thread).
+  @inlinable
+  static func allocate(
+    core: UnsafeMutablePointer<Self>, lock: HeapLock?, _ request: AllocationRequest
+  ) -> HeapResult {
     var result = HeapResult()
-    statistics.allocations &+= 1
-    if let failure = injectedOrLimitFailure(
-      size: size, requested: requested, thread: thread, stack: stack)
-    {
-      statistics.failedAllocations &+= 1
-      result.findings.append(failure)
+    var forceCanary = false
+    var counted = false
+    while true {
+      lock?.lock()
+      let reservation = core.pointee.reserveAllocation(
+        request, forceCanary: forceCanary, counted: counted)
+      lock?.unlock()
+      counted = true
+      switch reservation {
+      case .failed(let finding):
+        result.findings.append(finding)
+        return result
+      case .pending(var pending):
+        let failure = core.pointee.openPages(pending.placement)
+        if failure == 0 { core.pointee.fillNewBlock(pending.placement, request) }
+        lock?.lock()
+        let outcome = core.pointee.publishAllocation(&pending, request, pageFailure: failure)
+        lock?.unlock()
+        switch outcome {
+        case .published:
+          result.address = pending.placement.address
+          return result
+        case .retryWithCanaries:
+          // The kernel refused to open an mprotect'ed block's pages: this block gets canaries.
+          forceCanary = true
+        case .outOfMemory:
+          result.findings.append(
+            Finding(
+              kind: .outOfMemory, address: 0, thread: request.thread, accessStack: request.stack,
+              bytes: request.size))
+          return result
+        }
+      }
+    }
+  }
+
+  @inlinable
+  static func deallocate(
+    core: UnsafeMutablePointer<Self>, lock: HeapLock?, _ address: UInt, api: AllocationAPI,
+    stack: StackID, thread: Int32
+  ) -> HeapResult {
+    var result = HeapResult()
+    lock?.lock()
+    let lookup = core.pointee.lookupForRelease(address, api: api, stack: stack, thread: thread)
+    var number: UInt32 = 0
+    switch lookup {
+    case .notOurs:
+      result.owned = false
+    case .misuse(let finding):
+      result.findings.append(finding)
+    case .block(let found, let mismatch):
+      number = found
+      if let mismatch { result.findings.append(mismatch) }
+      if let corruption = core.pointee.checkCanaries(record: found, thread: thread, stack: stack) {
+        result.findings.append(corruption)
+      }
+      core.pointee.markClosing(record: found, api: api, stack: stack, thread: thread)
+    }
+    lock?.unlock()
+    if number == 0 { return result }
+    core.pointee.closePages(record: number)
+    lock?.lock()
+    core.pointee.enterQuarantine(
+      record: number, thread: thread, stack: stack, findings: &result.findings)
+    lock?.unlock()
+    return result
+  }
+
+  @inlinable
+  static func reallocate(
+    core: UnsafeMutablePointer<Self>, lock: HeapLock?, _ address: UInt?, size: UInt,
+    api: AllocationAPI, stack: StackID, thread: Int32
+  ) -> HeapResult {
+    let request = AllocationRequest(
+      size: size, alignment: 0, api: api, zeroed: false, stack: stack, thread: thread)
+    guard let address else { return allocate(core: core, lock: lock, request) }
+    var result = HeapResult()
+    lock?.lock()
+    let lookup = core.pointee.lookupForRelease(address, api: api, stack: stack, thread: thread)
+    var number: UInt32 = 0
+    switch lookup {
+    case .notOurs:
+      result.owned = false
+    case .misuse(let finding):
+      result.findings.append(finding)
+    case .block(let found, let mismatch):
+      number = found
+      if let mismatch { result.findings.append(mismatch) }
+      if let corruption = core.pointee.checkCanaries(record: found, thread: thread, stack: stack) {
+        result.findings.append(corruption)
+      }
+      // Moving: a concurrent free or realloc of this block is now a double free.
+      core.pointee.view.records[Int(found)].state = BlockRecord.moving
+    }
+    lock?.unlock()
+    if number == 0 { return result }
+    let old = core.pointee.view.records[Int(number)]
+    let fresh = allocate(core: core, lock: lock, request)
+    guard let newAddress = fresh.address else {
+      if fresh.findings.count > 0 { result.findings.append(fresh.findings[0]) }
+      lock?.lock()
+      core.pointee.view.records[Int(number)].state = BlockState.live.rawValue
+      lock?.unlock()
       return result
     }
-    let alignment = effectiveAlignment(size: size, requested: requested)
-    var protection = statistics.mechanism
+    let kept = min(old.size, size)
+    // The part beyond the old size is new memory: it already has the allocation fill.
+    if kept > 0 { core.pointee.space.copy(from: old.address, to: newAddress, count: kept) }
+    lock?.lock()
+    core.pointee.markClosing(record: number, api: api, stack: stack, thread: thread)
+    lock?.unlock()
+    core.pointee.closePages(record: number)
+    lock?.lock()
+    core.pointee.enterQuarantine(
+      record: number, thread: thread, stack: stack, findings: &result.findings)
+    lock?.unlock()
+    result.address = newAddress
+    return result
+  }
+
+  /// Phase 1 of an allocation (locked): policy, the run and the record. `counted`: a retry of the same
+  /// allocation (already counted, already checked against limits and injection).
+  @usableFromInline
+  mutating func reserveAllocation(_ request: AllocationRequest, forceCanary: Bool, counted: Bool)
+    -> Reservation
+  {
+    let size = request.size
+    if !counted {
+      statistics.allocations &+= 1
+      if let failure = injectedOrLimitFailure(
+        size: size, requested: request.alignment, thread: request.thread, stack: request.stack)
+      {
+        statistics.failedAllocations &+= 1
+        return .failed(failure)
+      }
+    }
+    let alignment = effectiveAlignment(size: size, requested: request.alignment)
+    var protection = forceCanary ? .canary : statistics.mechanism
     if protection == .mprotect && statistics.vmasUsed + 2 > statistics.vmaBudget {
       protection = .canary
       warnBudgetExhausted()
     }
-    var placed = place(size: size, alignment: alignment, protection: protection)
-    if placed == nil && protection == .mprotect {
-      // The kernel refused the split (ENOMEM/EAGAIN: the program's own mappings grew into our
-      // headroom). Never die for it: this block and the following ones get canaries.
-      statistics.vmaBudget = statistics.vmasUsed
-      warnBudgetExhausted()
-      placed = place(size: size, alignment: alignment, protection: .canary)
-    }
-    guard let placed else {
+    guard let placement = choosePlacement(size: size, alignment: alignment, protection: protection),
+      let number = takeRecord()
+    else {
+      // (A placement without a record: its run was never opened, so it goes straight back.)
       statistics.failedAllocations &+= 1
-      result.findings.append(
-        Finding(kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size))
-      return result
+      return .failed(
+        Finding(
+          kind: .outOfMemory, address: 0, thread: request.thread, accessStack: request.stack,
+          bytes: size))
     }
-    guard let number = takeRecord() else {
-      releaseRun(placed)
-      statistics.failedAllocations &+= 1
-      result.findings.append(
-        Finding(kind: .outOfMemory, address: 0, thread: thread, accessStack: stack, bytes: size))
-      return result
+    // A recycled remembered record must stop resolving its old run before anything else happens.
+    view.records[Int(number)].state = BlockRecord.unused
+    // Counted now, so that concurrent allocations see the limit and the VMA budget in use.
+    statistics.liveBlocks += 1
+    statistics.liveBytes += size
+    if placement.protection == .canary { statistics.canaryBlocks += 1 }
+    if placement.protection == .mprotect && placement.accessible.length > 0 {
+      statistics.vmasUsed += 2
     }
+    return .pending(PendingAllocation(record: number, placement: placement, alignment: alignment))
+  }
+
+  /// Phase 2 of an allocation (unlocked): canary everything accessible around the block; the block
+  /// itself gets the allocation fill.
+  @usableFromInline
+  func fillNewBlock(_ placed: Placement, _ request: AllocationRequest) {
     let address = placed.address
     let accessible = placed.accessible
-    // Canary everything accessible around the block; the block itself gets the allocation fill.
+    let size = request.size
     if address > accessible.start {
       space.fill(
         accessible.start, count: address - accessible.start, with: configuration.canaryByte)
@@ -151,7 +376,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     if accessible.end > end {
       space.fill(end, count: accessible.end - end, with: configuration.canaryByte)
     }
-    if zeroed {
+    if request.zeroed {
       // Guarded pages are always zero when handed out (fresh, guard-removed, or DONTNEED'd on free).
       if placed.protection == .canary && size > 0 { space.fill(address, count: size, with: 0) }
     } else if let fill = configuration.allocationFill, size > 0 {
@@ -162,88 +387,65 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
         space.fill(address, count: size, with: fill)
       }
     }
+  }
 
-    statistics.liveBlocks += 1
-    statistics.liveBytes += size
-    if placed.protection == .canary { statistics.canaryBlocks += 1 }
-    if placed.protection == .mprotect && accessible.length > 0 { statistics.vmasUsed += 2 }
+  @usableFromInline
+  enum PublishOutcome {
+    case published
+    case retryWithCanaries
+    case outOfMemory
+  }
 
+  /// Phase 3 of an allocation (locked): the record, then the page map. When the pages could not be
+  /// opened (`pageFailure` is the errno) the reservation is undone: an mprotect'ed block is retried
+  /// with canaries, a guard-marker failure is out of memory.
+  @usableFromInline
+  mutating func publishAllocation(
+    _ pending: inout PendingAllocation, _ request: AllocationRequest, pageFailure: Int32
+  ) -> PublishOutcome {
+    let placed = pending.placement
+    let number = pending.record
+    if pageFailure != 0 {
+      statistics.liveBlocks -= 1
+      statistics.liveBytes -= request.size
+      view.records[Int(number)].next = recordFreeList
+      recordFreeList = number
+      freeRecordCount += 1
+      switch placed.protection {
+      case .mprotect:
+        // The run is still PROT_NONE (a failed split changes no protection): give it back, and
+        // never ask again. The budget ends here; new blocks get canaries.
+        if placed.accessible.length > 0 { statistics.vmasUsed -= 2 }
+        pushFreeRun(
+          list: RunClass.of(pages: placed.runPages).index, base: placed.runBase,
+          reservation: placed.reservation)
+        if !refusalWarningIssued {
+          refusalWarningIssued = true
+          warningHandler?(HeapWarning.pageOperationRefused.rawValue, Int(pageFailure))
+        }
+        statistics.vmaBudget = statistics.vmasUsed
+        warnBudgetExhausted()
+        return .retryWithCanaries
+      default:
+        // Guard markers (ENOMEM for page tables): the run is left half-guarded, so it is never
+        // reused.
+        statistics.failedAllocations &+= 1
+        return .outOfMemory
+      }
+    }
+    let address = placed.address
+    let accessible = placed.accessible
     let record = view.records + Int(number)
     record.pointee = BlockRecord(
-      sequence: statistics.allocations, address: address, size: size, alignment: alignment,
-      runBase: placed.runBase, accessibleStart: accessible.start, accessibleEnd: accessible.end,
-      runPages: UInt32(truncatingIfNeeded: placed.runPages), allocationStack: stack.rawValue,
-      freeStack: 0, allocationThread: thread, freeThread: 0, next: 0,
-      reservation: UInt16(placed.reservation), api: api.rawValue, freeAPI: BlockRecord.noAPI,
-      state: BlockState.live.rawValue, protection: placed.protection.rawValue)
+      sequence: statistics.allocations, address: address, size: request.size,
+      alignment: pending.alignment, runBase: placed.runBase, accessibleStart: accessible.start,
+      accessibleEnd: accessible.end, runPages: UInt32(truncatingIfNeeded: placed.runPages),
+      allocationStack: request.stack.rawValue, freeStack: 0, allocationThread: request.thread,
+      freeThread: 0, next: 0, reservation: UInt16(placed.reservation), api: request.api.rawValue,
+      freeAPI: BlockRecord.noAPI, state: BlockState.live.rawValue,
+      protection: placed.protection.rawValue)
     publish(record: number, run: placed)
-    result.address = address
-    return result
-  }
-
-  /// Frees the block at `address` with `api`. Not ours -> `owned == false`. A pointer of ours that is
-  /// not a live block's start is reported (double, invalid or interior free) and otherwise ignored.
-  @_specialize(exported:true,where Space == SystemPageSpace)
-  public mutating func deallocate(
-    _ address: UInt, api: AllocationAPI, stack: StackID = .none, thread: Int32 = 0
-  ) -> HeapResult {
-    var result = HeapResult()
-    let number: UInt32
-    switch lookupForRelease(address, api: api, stack: stack, thread: thread) {
-    case .notOurs:
-      result.owned = false
-      return result
-    case .misuse(let finding):
-      result.findings.append(finding)
-      return result
-    case .block(let found, let mismatch):
-      number = found
-      if let mismatch { result.findings.append(mismatch) }
-    }
-    if let corruption = checkCanaries(record: number, thread: thread, stack: stack) {
-      result.findings.append(corruption)
-    }
-    release(record: number, api: api, stack: stack, thread: thread, findings: &result.findings)
-    return result
-  }
-
-  /// realloc: the block always moves (a stale pointer to the old block is then a use-after-free);
-  /// the data up to the smaller size is kept; the old block's canaries are checked. On failure the old
-  /// block stays valid and the address is nil. `address == nil` is an allocation.
-  @_specialize(exported:true,where Space == SystemPageSpace)
-  public mutating func reallocate(
-    _ address: UInt?, size: UInt, api: AllocationAPI = .realloc, stack: StackID = .none,
-    thread: Int32 = 0
-  ) -> HeapResult {
-    guard let address else { return allocate(size: size, api: api, stack: stack, thread: thread) }
-    var result = HeapResult()
-    let number: UInt32
-    switch lookupForRelease(address, api: api, stack: stack, thread: thread) {
-    case .notOurs:
-      result.owned = false
-      return result
-    case .misuse(let finding):
-      result.findings.append(finding)
-      return result
-    case .block(let found, let mismatch):
-      number = found
-      if let mismatch { result.findings.append(mismatch) }
-    }
-    if let corruption = checkCanaries(record: number, thread: thread, stack: stack) {
-      result.findings.append(corruption)
-    }
-    let old = view.records[Int(number)]
-    let fresh = allocate(size: size, api: api, stack: stack, thread: thread)
-    guard let newAddress = fresh.address else {
-      if fresh.findings.count > 0 { result.findings.append(fresh.findings[0]) }
-      return result
-    }
-    let kept = min(old.size, size)
-    if kept > 0 { space.copy(from: old.address, to: newAddress, count: kept) }
-    // The part beyond the old size is new memory: it already has the allocation fill.
-    release(record: number, api: api, stack: stack, thread: thread, findings: &result.findings)
-    result.address = newAddress
-    return result
+    return .published
   }
 
   /// `count * size` for calloc / reallocarray, or a size-overflow finding when it does not fit: the
@@ -383,19 +585,21 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   @usableFromInline
   struct Placement {
-    var reservation: Int
-    var runBase: UInt
-    var runPages: UInt
-    var address: UInt
-    var accessible: AddressRange
-    var protection: BlockProtection
-    var fresh: Bool
+    @usableFromInline var reservation: Int
+    @usableFromInline var runBase: UInt
+    @usableFromInline var runPages: UInt
+    @usableFromInline var address: UInt
+    @usableFromInline var accessible: AddressRange
+    @usableFromInline var protection: BlockProtection
+    @usableFromInline var fresh: Bool
   }
 
-  /// Finds or carves a run and makes the block's pages accessible. Nil when the address space or the
-  /// kernel says no (mprotect refusal included: the caller falls back to canaries).
+  /// Finds or carves a run and decides where the block goes in it (locked). Its pages are opened
+  /// later, unlocked (`openPages`). Nil when the address space says no.
   @usableFromInline
-  mutating func place(size: UInt, alignment: UInt, protection: BlockProtection) -> Placement? {
+  mutating func choosePlacement(size: UInt, alignment: UInt, protection: BlockProtection)
+    -> Placement?
+  {
     let page = pageSize
     let guarded = protection != .canary
     var needed: UInt
@@ -444,25 +648,22 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
       }
       accessible = AddressRange(start: runBase, end: runEnd)
     }
-    var placement = Placement(
+    return Placement(
       reservation: reservation, runBase: runBase, runPages: runPages, address: address,
       accessible: accessible, protection: protection, fresh: fresh)
-    if !openPages(&placement) {
-      return nil
-    }
-    return placement
   }
 
-  /// Makes the block's accessible pages usable and everything else in its run a guard.
+  /// Makes the block's accessible pages usable and everything else in its run a guard (unlocked: the
+  /// run is the caller's alone). Returns 0, or the errno of the refused call.
   /// Invariant of a free guarded run: every page of it (and its trailing guard) is inaccessible.
   @usableFromInline
-  mutating func openPages(_ placement: inout Placement) -> Bool {
+  func openPages(_ placement: Placement) -> Int32 {
     let page = pageSize
     let runEnd = placement.runBase + placement.runPages * page
     let accessible = placement.accessible
-    switch placement.protection {
-    case .markers:
-      do throws(PageError) {
+    do throws(PageError) {
+      switch placement.protection {
+      case .markers:
         if placement.fresh {
           // A fresh run is read-write below the frontier: guard everything but the block's pages.
           if accessible.start > placement.runBase {
@@ -473,33 +674,19 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
         } else if accessible.length > 0 {
           try space.advise(accessible.start, length: accessible.length, .guardRemove)
         }
-      } catch {
-        // ENOMEM for page tables: the run is left half-guarded, so it is never reused.
-        precondition(
-          error.errno != PageError.invalidArgument.errno, "guard marker call rejected: \(error)")
-        return false
-      }
-      return true
-    case .mprotect:
-      if accessible.length == 0 { return true }
-      do throws(PageError) {
-        try space.protect(accessible.start, length: accessible.length, to: .readWrite)
-      } catch {
-        precondition(error.errno != PageError.invalidArgument.errno, "mprotect rejected: \(error)")
-        // The run is still PROT_NONE (a failed split changes no protection): give it back.
-        pushFreeRun(
-          list: RunClass.of(pages: placement.runPages).index, base: placement.runBase,
-          reservation: placement.reservation)
-        if !refusalWarningIssued {
-          refusalWarningIssued = true
-          warningHandler?(HeapWarning.pageOperationRefused.rawValue, Int(error.errno))
+      case .mprotect:
+        if accessible.length > 0 {
+          try space.protect(accessible.start, length: accessible.length, to: .readWrite)
         }
-        return false
+      case .canary:
+        break
       }
-      return true
-    case .canary:
-      return true
+    } catch {
+      precondition(
+        error.errno != PageError.invalidArgument.errno, "page protection call rejected: \(error)")
+      return error.errno
     }
+    return 0
   }
 
   /// Carves a fresh run from the current reservation of its kind, making a new reservation if needed.
@@ -645,33 +832,21 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     classTails[list] = node
   }
 
-  /// Undoes a placement whose record could not be had (the table is full).
-  @usableFromInline
-  mutating func releaseRun(_ placement: Placement) {
-    closePages(
-      protection: placement.protection, accessible: placement.accessible,
-      address: placement.address,
-      size: 0)
-    let list =
-      RunClass.of(pages: placement.runPages).index
-      + (placement.protection == .canary ? RunClass.count : 0)
-    pushFreeRun(list: list, base: placement.runBase, reservation: placement.reservation)
-  }
-
   /// Makes a freed block's pages inaccessible and gives their memory back (guarded blocks), or fills
-  /// the block with the free byte (canary blocks, whose pages stay accessible).
+  /// the block with the free byte (canary blocks, whose pages stay accessible). Unlocked: the record
+  /// is `closing`, so nobody else touches the block.
   @usableFromInline
-  mutating func closePages(
-    protection: BlockProtection, accessible: AddressRange, address: UInt, size: UInt
-  ) {
-    switch protection {
+  func closePages(record number: UInt32) {
+    let record = view.records[Int(number)]
+    let accessible = AddressRange(start: record.accessibleStart, end: record.accessibleEnd)
+    switch BlockProtection(rawValue: record.protection) ?? .canary {
     case .markers:
       if accessible.length == 0 { return }
       do throws(PageError) {
         // Installing a marker discards the pages' contents: quarantine costs no RSS.
         try space.advise(accessible.start, length: accessible.length, .guardInstall)
       } catch {
-        precondition(false, "guard marker install on a block failed: \(error)")
+        preconditionFailure("guard marker install on a block failed: \(error)")
       }
     case .mprotect:
       if accessible.length == 0 { return }
@@ -680,12 +855,11 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
         // Back to PROT_NONE merges with the neighbouring guards: no new VMA, cannot hit the limit.
         try space.protect(accessible.start, length: accessible.length, to: .none)
       } catch {
-        precondition(false, "releasing a block's pages failed: \(error)")
+        preconditionFailure("releasing a block's pages failed: \(error)")
       }
-      statistics.vmasUsed -= 2
     case .canary:
-      if let fill = configuration.freeFill, size > 0 {
-        space.fill(address, count: size, with: fill)
+      if let fill = configuration.freeFill, record.size > 0 {
+        space.fill(record.address, count: record.size, with: fill)
       }
     }
   }
@@ -829,28 +1003,37 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
       distance: bad - record.address, thread: thread, accessStack: stack, detail: bad)
   }
 
+  /// Phase 1 of a free (locked): the block stops being live. Its pages are still open.
   @usableFromInline
-  mutating func release(
-    record number: UInt32, api: AllocationAPI, stack: StackID, thread: Int32,
-    findings: inout FindingBuffer
+  mutating func markClosing(
+    record number: UInt32, api: AllocationAPI, stack: StackID, thread: Int32
   ) {
     let record = view.records + Int(number)
-    let protection = BlockProtection(rawValue: record.pointee.protection) ?? .canary
-    closePages(
-      protection: protection,
-      accessible: AddressRange(
-        start: record.pointee.accessibleStart, end: record.pointee.accessibleEnd),
-      address: record.pointee.address, size: record.pointee.size)
-    record.pointee.state = BlockState.quarantined.rawValue
+    record.pointee.state = BlockRecord.closing
     record.pointee.freeAPI = api.rawValue
     record.pointee.freeStack = stack.rawValue
     record.pointee.freeThread = thread
     record.pointee.next = 0
     statistics.liveBlocks -= 1
     statistics.liveBytes -= record.pointee.size
+    let protection = BlockProtection(rawValue: record.pointee.protection) ?? .canary
     if protection == .canary { statistics.canaryBlocks -= 1 }
     statistics.quarantinedBlocks += 1
     statistics.quarantinedBytes += record.pointee.size
+  }
+
+  /// Phase 3 of a free (locked): the closed block joins the quarantine FIFO; the oldest ones leave it.
+  @usableFromInline
+  mutating func enterQuarantine(
+    record number: UInt32, thread: Int32, stack: StackID, findings: inout FindingBuffer
+  ) {
+    let record = view.records + Int(number)
+    record.pointee.state = BlockState.quarantined.rawValue
+    if record.pointee.protection == BlockProtection.mprotect.rawValue
+      && record.pointee.accessibleEnd > record.pointee.accessibleStart
+    {
+      statistics.vmasUsed -= 2
+    }
     if quarantineTail == 0 {
       quarantineHead = number
     } else {

@@ -69,6 +69,10 @@ struct BlockRecord {
   @usableFromInline static let noAPI: UInt8 = 0xFF
   /// `state` of a record that describes no block (never used, or recycled and not yet reused).
   @usableFromInline static let unused: UInt8 = 0xFF
+  /// `state` of a block being freed: no longer live, its pages not yet closed, not yet in quarantine.
+  @usableFromInline static let closing: UInt8 = 0xFE
+  /// `state` of a block being reallocated: still accessible, but a second free of it is a double free.
+  @usableFromInline static let moving: UInt8 = 0xFD
 
   @inlinable var blockState: BlockState? { BlockState(rawValue: state) }
   @inlinable var end: UInt { address &+ size }

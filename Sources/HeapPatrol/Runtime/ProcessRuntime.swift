@@ -134,6 +134,40 @@ public struct ProcessRuntime: @unchecked Sendable {
     }
   }
 
+  // MARK: Heap entry points
+
+  // The preload's malloc family calls these rather than `heap.allocate` & co.: compiled in this
+  // module for the concrete `HeapHandle<SystemPageSpace>`, the whole heap path is specialized, so a
+  // malloc instantiates no generic metadata and dispatches through no witness table.
+
+  @inline(never)
+  public func allocate(
+    size: UInt, alignment: UInt = 0, api: AllocationAPI, zeroed: Bool = false, stack: StackID,
+    thread: Int32
+  ) -> HeapResult {
+    heap.allocate(
+      size: size, alignment: alignment, api: api, zeroed: zeroed, stack: stack, thread: thread)
+  }
+
+  @inline(never)
+  public func deallocate(_ address: UInt, api: AllocationAPI, stack: StackID, thread: Int32)
+    -> HeapResult
+  {
+    heap.deallocate(address, api: api, stack: stack, thread: thread)
+  }
+
+  @inline(never)
+  public func reallocate(
+    _ address: UInt, size: UInt, api: AllocationAPI, stack: StackID, thread: Int32
+  )
+    -> HeapResult
+  {
+    heap.reallocate(address, size: size, api: api, stack: stack, thread: thread)
+  }
+
+  @inline(never)
+  public func usableSize(of address: UInt) -> UInt? { heap.usableSize(of: address) }
+
   // MARK: Stacks
 
   /// The caller's stack, `skip` frames above the caller left out, at the configured depth.
