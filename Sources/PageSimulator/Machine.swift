@@ -107,6 +107,11 @@ public final class SimulatedMachine {
   var nextUnusedFrame: UInt32 = 1
   public private(set) var framesInUse = 0
   var clockHand: UInt32 = 1
+  /// FIFO: frames in load order with their load stamps (an entry whose stamp no longer matches the
+  /// frame's is stale: the frame was freed or reloaded since); `fifoHead` is the first live entry.
+  var fifoFrames: [UInt32] = []
+  var fifoLoads: [UInt64] = []
+  var fifoHead = 0
   /// A frame that must not be chosen as victim right now (the source of a copy in progress).
   var pinnedFrame: UInt32 = 0
 
@@ -230,6 +235,10 @@ public final class SimulatedMachine {
     loadCounter += 1
     frameLoaded[f] = loadCounter
     framesInUse += 1
+    if configuration.frames != nil {
+      fifoFrames.append(frame)
+      fifoLoads.append(loadCounter)
+    }
   }
 
   /// A zero-filled frame for `requester`, evicting (or OOM-killing) when memory is full. Nil when the
@@ -469,7 +478,9 @@ public final class SimulatedMachine {
     let end = nextUnusedFrame
     guard end > 1 else { return nil }
     switch policy {
-    case .fifo, .lru, .optimal:
+    case .fifo:
+      return oldestLoaded()
+    case .lru, .optimal:
       var best: UInt32? = nil
       var bestScore = UInt64.max
       for frame in UInt32(1)..<end where frameKind[Int(frame)] != .free {
@@ -504,6 +515,28 @@ public final class SimulatedMachine {
       }
       return nil
     }
+  }
+
+  /// FIFO from the load queue: the oldest live, reclaimable frame (O(1) amortised).
+  private func oldestLoaded() -> UInt32? {
+    if fifoHead > 4096 && fifoHead * 2 > fifoFrames.count {
+      fifoFrames.removeFirst(fifoHead)
+      fifoLoads.removeFirst(fifoHead)
+      fifoHead = 0
+    }
+    var i = fifoHead
+    while i < fifoFrames.count {
+      let frame = fifoFrames[i]
+      let live = frameKind[Int(frame)] != .free && frameLoaded[Int(frame)] == fifoLoads[i]
+      if live && evictable(frame) {
+        fifoLoads[i] = 0
+        if i == fifoHead { fifoHead += 1 }
+        return frame
+      }
+      if !live && i == fifoHead { fifoHead += 1 }
+      i += 1
+    }
+    return nil
   }
 
   /// OPT: the position of the frame's next use (Int.max: never again).
