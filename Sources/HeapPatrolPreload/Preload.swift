@@ -75,6 +75,9 @@ public func heappatrolAllocate(
     size: size, alignment: alignment, api: AllocationAPI(rawValue: api) ?? .malloc,
     stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
+  runtime.trace(
+    .allocation, api: AllocationAPI(rawValue: api) ?? .malloc, size: size, alignment: alignment,
+    address: result.address, frame: frame, thread: thread)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 
@@ -97,6 +100,8 @@ public func heappatrolCalloc(
     size: total, api: .calloc, zeroed: true, stack: runtime.captureStack(fromFrame: frame),
     thread: thread)
   finish(runtime, result)
+  runtime.trace(
+    .allocation, api: .calloc, size: total, address: result.address, frame: frame, thread: thread)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 
@@ -146,6 +151,9 @@ public func heappatrolFree(
     address, api: AllocationAPI(rawValue: api) ?? .free,
     stack: runtime.captureStack(fromFrame: frame), thread: thread)
   finish(runtime, result)
+  runtime.trace(
+    .free, api: AllocationAPI(rawValue: api) ?? .free, size: 0, address: address, frame: frame,
+    thread: thread)
 }
 
 @_cdecl("heappatrol_realloc")
@@ -193,6 +201,8 @@ func reallocate(
     let result = runtime.allocate(
       size: size, api: api, stack: runtime.captureStack(fromFrame: frame), thread: thread)
     finish(runtime, result)
+    runtime.trace(
+      .allocation, api: api, size: size, address: result.address, frame: frame, thread: thread)
     return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
   }
   guard runtime.heap.view.owns(address) else {
@@ -206,10 +216,14 @@ func reallocate(
   if size == 0 {
     // glibc: realloc(p, 0) frees p and returns NULL.
     finish(runtime, runtime.deallocate(address, api: api, stack: stack, thread: thread))
+    runtime.trace(.free, api: api, size: 0, address: address, frame: frame, thread: thread)
     return nil
   }
   let result = runtime.reallocate(address, size: size, api: api, stack: stack, thread: thread)
   finish(runtime, result)
+  runtime.trace(
+    .reallocation, api: api, size: size, address: result.address, oldAddress: address,
+    frame: frame, thread: thread)
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 

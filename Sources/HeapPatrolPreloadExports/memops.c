@@ -106,6 +106,8 @@ static struct {
 static int started;
 // 1 when the checks are on (check_memops=1 and the runtime running).
 static int checking;
+// The heap's HeapView (see heappatrol_memops_configure).
+static const void *heap_view;
 
 #define RESOLVE(name)                                   \
   do {                                                  \
@@ -113,7 +115,8 @@ static int checking;
     if (symbol != NULL) *(void **)&real.name = symbol;  \
   } while (0)
 
-void heappatrol_memops_configure(int enabled) {
+void heappatrol_memops_configure(int enabled, const void *view) {
+  heap_view = view;
   RESOLVE(memcpy);
   RESOLVE(memmove);
   RESOLVE(memset);
@@ -124,7 +127,7 @@ void heappatrol_memops_configure(int enabled) {
   RESOLVE(wcslen);
   RESOLVE(explicit_bzero);
   __atomic_store_n(&started, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&checking, enabled != 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&checking, enabled != 0 && view != NULL, __ATOMIC_RELEASE);
 }
 
 static inline int checks_on(void) { return __atomic_load_n(&checking, __ATOMIC_RELAXED); }
@@ -134,14 +137,45 @@ extern void __chk_fail(void) __attribute__((noreturn));
 
 // ---- Checks (always inlined: FRAME is the exported function's) -----------------------------------
 
+// In bounds of one live block, or nowhere near the heap: nothing more to do. Anything else goes to
+// heappatrol_check_range, which diagnoses and reports (or lets HeapPatrol's own copies pass).
+static inline __attribute__((always_inline)) void check_range(const void *start, size_t length,
+                                                             unsigned char access, void *frame) {
+  if (length == 0) return;
+  size_t block_start, block_end;
+  uintptr_t first = (uintptr_t)start, last = first + length - 1;
+  switch (heappatrol_live_bounds(heap_view, start, &block_start, &block_end)) {
+    case 0:
+      // Not the heap's: only a range crossing into a page of the heap is still suspect.
+      if (last < first || ((first ^ last) >> 12) != 0) break;
+      return;
+    case 1:
+      if (last >= first && last < block_end) return;
+      break;
+    default:
+      break;
+  }
+  heappatrol_check_range(start, length, access, frame);
+}
+
 static inline __attribute__((always_inline)) void check_read(const void *start, size_t length,
                                                             void *frame) {
-  if (length != 0) heappatrol_check_range(start, length, ACCESS_READ, frame);
+  check_range(start, length, ACCESS_READ, frame);
 }
 
 static inline __attribute__((always_inline)) void check_write(const void *start, size_t length,
                                                              void *frame) {
-  if (length != 0) heappatrol_check_range(start, length, ACCESS_WRITE, frame);
+  check_range(start, length, ACCESS_WRITE, frame);
+}
+
+// Bytes readable from `address` before its block ends; SIZE_MAX when not the heap's.
+static inline __attribute__((always_inline)) size_t readable_bytes(const void *address) {
+  size_t block_start, block_end;
+  switch (heappatrol_live_bounds(heap_view, address, &block_start, &block_end)) {
+    case 0: return SIZE_MAX;
+    case 1: return block_end - (uintptr_t)address;
+    default: return heappatrol_readable_bytes(address);
+  }
 }
 
 static inline int overlapping(const void *destination, size_t destination_length,
@@ -154,7 +188,7 @@ static inline int overlapping(const void *destination, size_t destination_length
 // The length of a C string, bounded by the end of its heap block: a string that runs off its block
 // is reported as a READ overrun before anything reads past the block.
 static inline __attribute__((always_inline)) size_t checked_strlen(const char *text, void *frame) {
-  size_t limit = heappatrol_readable_bytes(text);
+  size_t limit = readable_bytes(text);
   if (limit == SIZE_MAX) return real.strlen(text);
   size_t length = real.strnlen(text, limit);
   if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame);
@@ -163,7 +197,7 @@ static inline __attribute__((always_inline)) size_t checked_strlen(const char *t
 
 static inline __attribute__((always_inline)) size_t checked_strnlen(const char *text, size_t bound,
                                                                    void *frame) {
-  size_t limit = heappatrol_readable_bytes(text);
+  size_t limit = readable_bytes(text);
   if (limit >= bound) return real.strnlen(text, bound);
   size_t length = real.strnlen(text, limit);
   if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame);
@@ -172,7 +206,7 @@ static inline __attribute__((always_inline)) size_t checked_strnlen(const char *
 
 static inline __attribute__((always_inline)) size_t checked_wcslen(const wchar_t *text,
                                                                   void *frame) {
-  size_t limit = heappatrol_readable_bytes(text);
+  size_t limit = readable_bytes(text);
   if (limit == SIZE_MAX) return real.wcslen(text);
   size_t characters = limit / sizeof(wchar_t);
   size_t length = 0;
@@ -248,7 +282,7 @@ EXPORT KEEP_FRAME int memcmp(const void *left, const void *right, size_t length)
 // the block first; past it, the search would have read outside the block.
 EXPORT KEEP_FRAME void *memchr(const void *source, int value, size_t length) {
   if (!checks_on() || length == 0) return real.memchr(source, value, length);
-  size_t limit = heappatrol_readable_bytes(source);
+  size_t limit = readable_bytes(source);
   if (limit >= length) return real.memchr(source, value, length);
   void *found = real.memchr(source, value, limit);
   if (found == NULL) heappatrol_check_range(source, limit + 1, ACCESS_READ, FRAME);

@@ -90,6 +90,8 @@ struct OptionsTests {
     ("stack_depth=64", { $0.stackDepth == 64 }),
     ("sample=1", { $0.sample == 1 }),
     ("verbose=true", { $0.verbose }),
+    ("check_memops=0", { !$0.checkMemoryOperations }),
+    ("trace=/tmp/hp.%p.trace", { $0.tracePath.string == "/tmp/hp.%p.trace" }),
   ]
 
   @Test("every key takes a valid value", arguments: 0..<settings.count)

@@ -66,3 +66,24 @@ extension HeapView {
     return copy
   }
 }
+
+extension HeapView {
+  /// The hot-path lookup of the checked memory operations: 0 when `address` is not the heap's,
+  /// 1 when it lies in a live block (its bounds in `start`/`end`), 2 for a heap address outside
+  /// every live block. Reads only the fields it needs (no record copy).
+  @inlinable
+  public func liveBounds(of address: UInt, start: inout UInt, end: inout UInt) -> Int {
+    guard let reservation = reservationIndex(containing: address) else { return 0 }
+    let number = recordNumber(at: address, reservation: reservation)
+    guard number != 0 else { return 2 }
+    let record = records + Int(number)
+    let blockStart = record.pointee.address
+    let blockEnd = blockStart &+ record.pointee.size
+    guard record.pointee.state == BlockState.live.rawValue,
+      Int(record.pointee.reservation) == reservation, address >= blockStart, address < blockEnd
+    else { return 2 }
+    start = blockStart
+    end = blockEnd
+    return 1
+  }
+}

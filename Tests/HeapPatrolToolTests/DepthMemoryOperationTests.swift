@@ -1,0 +1,64 @@
+import Foundation
+import HeapPatrol
+import HeapPatrolTool
+import Testing
+
+/// The preload's checked memory operations on the C fixtures: each bug is reported at the call (the
+/// fixture's function and marked line), with the block, the right kind and READ/WRITE.
+@Suite struct DepthMemoryOperationTests {
+  static let buggy: [FixtureExpectation] = [
+    .init(
+      language: .c, argument: "memcpy-overflow", kind: "memory-operation-overflow",
+      access: "WRITE", blockSize: 16, offset: 16, function: "memcpy_overflow",
+      checksAllocationStack: true),
+    .init(
+      language: .c, argument: "memcpy-read-overflow", kind: "memory-operation-overflow",
+      access: "READ", blockSize: 10, offset: 10, function: "memcpy_read_overflow",
+      checksAllocationStack: true),
+    .init(
+      language: .c, argument: "strcpy-overflow", kind: "memory-operation-overflow",
+      access: "WRITE", blockSize: 8, offset: 8, function: "strcpy_overflow",
+      checksAllocationStack: true),
+    .init(
+      language: .c, argument: "memset-overflow", kind: "memory-operation-overflow",
+      access: "WRITE", blockSize: 24, offset: 24, function: "memset_overflow",
+      checksAllocationStack: true),
+    .init(
+      language: .c, argument: "strlen-overflow", kind: "memory-operation-overflow",
+      access: "READ", blockSize: 12, offset: 12, function: "strlen_overflow",
+      checksAllocationStack: true),
+    .init(
+      language: .c, argument: "memcpy-overlap", kind: "memcpy-param-overlap", access: "WRITE",
+      blockSize: 64, offset: 8, function: "memcpy_overlap", checksAllocationStack: true),
+    .init(
+      language: .c, argument: "strcpy-after-free", kind: "use-after-free", access: "WRITE",
+      blockSize: 32, offset: 0, function: "strcpy_after_free", checksAllocationStack: true,
+      checksFreeStack: true),
+    .init(
+      language: .c, argument: "memcpy-chk-overflow", kind: "memory-operation-overflow",
+      access: "WRITE", blockSize: 16, offset: 16, function: "memcpy_chk_overflow",
+      checksAllocationStack: true),
+  ]
+
+  @Test(arguments: buggy)
+  func memoryOperationBugIsReportedAtTheCall(_ expectation: FixtureExpectation) throws {
+    try FixtureIntegrationTests().buggyFixtureIsReported(expectation)
+  }
+
+  @Test func everyCheckedOperationInBoundsRunsClean() throws {
+    let run = try TestSupport.runHeapPatrol([
+      "run", "--", try TestSupport.product("hp-fixture-c"), "good-memops",
+    ])
+    #expect(run.status == 0 && run.findings.isEmpty, "\(run.standardError)")
+  }
+
+  /// Without the checks, the one-byte strcpy overrun lands in the block's canary slack: it is only
+  /// found when the block is freed, as canary corruption at the free, not at the strcpy.
+  @Test func withoutTheChecksTheOverrunIsOnlyFoundLater() throws {
+    let run = try TestSupport.runHeapPatrol([
+      "run", "--options", "check_memops=0", "--", try TestSupport.product("hp-fixture-c"),
+      "strcpy-overflow",
+    ])
+    #expect(run.findings.map(\.kind) == ["canary-corruption"], "\(run.standardError)")
+  }
+}
