@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default"))) __attribute__((used))
@@ -71,6 +72,64 @@ static inline int thread_id(void) {
 
 static void forget_thread_in_child(void) { cached_thread = 0; }
 
+// ---- Sampling (`sample=N`) ----------------------------------------------------------------------
+// With N > 1 only one allocation in N (on average) goes to the guarded heap; the others go to glibc
+// without entering Swift at all. Each thread counts down a draw from [1, 2N-1] (mean N, as GWP-ASan
+// does), from a per-thread xorshift generator: seeded from `sample_seed` and the thread's ordinal
+// (the order threads first allocate), so a fixed seed picks the same allocations of each thread in
+// every run; with seed 0 from the clock. Pointers route back by address: the heap's reservations are
+// a few large ranges (heappatrol_owns), everything else is glibc's.
+static uint32_t sample_interval = 1;  // set once by the constructor
+static uint64_t sample_seed;
+static unsigned long thread_ordinals;
+static __thread int32_t sample_countdown __attribute__((tls_model("initial-exec")));
+static __thread uint64_t sample_state __attribute__((tls_model("initial-exec")));
+
+extern uint32_t heappatrol_sample_interval(void);
+extern uint64_t heappatrol_sample_seed(void);
+extern int heappatrol_owns(const void *pointer);
+
+static int32_t next_countdown(void) {
+  if (sample_state == 0) {
+    unsigned long ordinal = __atomic_add_fetch(&thread_ordinals, 1, __ATOMIC_RELAXED);
+    uint64_t seed = sample_seed;
+    if (seed == 0) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      seed = (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32) ^ (uint64_t)getpid();
+    }
+    sample_state = (seed ^ (ordinal * 0x9E3779B97F4A7C15ULL)) | 1;
+  }
+  sample_state ^= sample_state << 13;
+  sample_state ^= sample_state >> 7;
+  sample_state ^= sample_state << 17;
+  return (int32_t)(1 + sample_state % (2 * (uint64_t)sample_interval - 1));
+}
+
+// The countdown reached zero: this allocation is sampled, draw the next one. A thread's first
+// allocation only starts its countdown (otherwise every thread's first allocation would be sampled).
+static __attribute__((noinline)) int countdown_expired(void) {
+  int first = sample_state == 0;
+  sample_countdown = next_countdown();
+  return !first;
+}
+
+// Whether this allocation is one of the sampled (guarded) ones.
+static inline __attribute__((always_inline)) int sampled(void) {
+  if (__builtin_expect(sample_interval == 1, 1)) return 1;
+  if (__builtin_expect(--sample_countdown > 0, 1)) return 0;
+  return countdown_expired();
+}
+
+// Whether a pointer must go to glibc in sampling mode (not in our address space).
+static inline __attribute__((always_inline)) int glibc_owned(void *pointer) {
+  return sample_interval != 1 && !heappatrol_owns(pointer);
+}
+
+static void *libc_allocate(size_t size, size_t alignment) {
+  return alignment > 16 ? __libc_memalign(alignment, size) : __libc_malloc(size);
+}
+
 static int is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
 
 static size_t page_size(void) {
@@ -96,7 +155,7 @@ static inline __attribute__((always_inline)) void *scrubbed(void *result) {
 // Every allocating entry point goes through here (inlined, so FRAME stays the caller's).
 static inline __attribute__((always_inline)) void *gated_allocate(size_t size, size_t alignment,
                                                                  unsigned char api, void *frame) {
-  if (!constructed) return alignment > 16 ? __libc_memalign(alignment, size) : __libc_malloc(size);
+  if (!constructed || !sampled()) return libc_allocate(size, alignment);
   return scrubbed(heappatrol_allocate(size, alignment, api, frame, thread_id()));
 }
 
@@ -111,7 +170,7 @@ EXPORT KEEP_FRAME void *malloc(size_t size) {
 }
 
 EXPORT KEEP_FRAME void free(void *pointer) {
-  if (!constructed) {
+  if (!constructed || glibc_owned(pointer)) {
     __libc_free(pointer);
     return;
   }
@@ -120,19 +179,34 @@ EXPORT KEEP_FRAME void free(void *pointer) {
 }
 
 EXPORT KEEP_FRAME void *calloc(size_t count, size_t size) {
-  if (!constructed) return __libc_calloc(count, size);
+  if (!constructed || !sampled()) return __libc_calloc(count, size);
   return allocated(scrubbed(heappatrol_calloc(count, size, FRAME, thread_id())));
 }
 
 EXPORT KEEP_FRAME void *realloc(void *pointer, size_t size) {
   if (!constructed) return __libc_realloc(pointer, size);
+  int foreign = glibc_owned(pointer);
+  if (foreign && (size == 0 || !sampled())) return __libc_realloc(pointer, size);
+  if (foreign && pointer != NULL) {
+    // A glibc block that moves into a sampled (guarded) one: copy what both hold.
+    void *moved = scrubbed(heappatrol_allocate(size, 0, API_REALLOC, FRAME, thread_id()));
+    if (moved == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    size_t old = cshim_libc_usable_size(pointer);
+    memcpy(moved, pointer, old < size ? old : size);
+    __libc_free(pointer);
+    return moved;
+  }
   void *result = scrubbed(heappatrol_realloc(pointer, size, FRAME, thread_id()));
   if (result == NULL && (size != 0 || pointer == NULL)) errno = ENOMEM;
   return result;
 }
 
 EXPORT KEEP_FRAME void *reallocarray(void *pointer, size_t count, size_t size) {
-  if (!constructed) {
+  if (!constructed || (glibc_owned(pointer) && pointer != NULL)) {
+    // (Sampling: a glibc block stays glibc's through reallocarray.)
     if (size != 0 && count > SIZE_MAX / size) {
       errno = ENOMEM;
       return NULL;
@@ -188,7 +262,7 @@ EXPORT KEEP_FRAME void *pvalloc(size_t size) {
 
 EXPORT KEEP_FRAME size_t malloc_usable_size(void *pointer) {
   if (pointer == NULL) return 0;
-  if (!constructed) return cshim_libc_usable_size(pointer);
+  if (!constructed || glibc_owned(pointer)) return cshim_libc_usable_size(pointer);
   size_t size = heappatrol_usable_size(pointer);
   __asm__ volatile("");
   return size;
@@ -242,7 +316,7 @@ EXPORT KEEP_FRAME void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, align_va
 // delete / delete[]: plain, sized, aligned, sized+aligned, nothrow.
 #define DELETE_BODY(api)                                                     \
   do {                                                                       \
-    if (!constructed) {                                                      \
+    if (!constructed || glibc_owned(pointer)) {                              \
       __libc_free(pointer);                                                  \
       return;                                                                \
     }                                                                        \
@@ -305,4 +379,6 @@ __attribute__((constructor)) static void heappatrol_constructor(void) {
   cshim_atfork(NULL, NULL, forget_thread_in_child);
   constructed = 1;
   heappatrol_start();
+  sample_seed = heappatrol_sample_seed();
+  sample_interval = heappatrol_sample_interval();
 }

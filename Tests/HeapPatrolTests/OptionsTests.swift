@@ -88,7 +88,8 @@ struct OptionsTests {
     ("report_size_overflow=1", { $0.reportSizeOverflow }),
     ("report_oom=0", { !$0.reportOutOfMemory }),
     ("stack_depth=64", { $0.stackDepth == 64 }),
-    ("sample=1", { $0.sample == 1 }),
+    ("sample=5000", { $0.sample == 5000 }),
+    ("sample_seed=5", { $0.sampleSeed == 5 }),
     ("verbose=true", { $0.verbose }),
     ("check_memops=0", { !$0.checkMemoryOperations }),
     ("trace=/tmp/hp.%p.trace", { $0.tracePath.string == "/tmp/hp.%p.trace" }),
@@ -99,9 +100,7 @@ struct OptionsTests {
     let (text, check) = OptionsTests.settings[index]
     let options = try RuntimeOptions(parsing: text)
     #expect(check(options), "\(text)")
-    if text != "sample=1" {  // the only value `sample` accepts for now is its default
-      #expect(!check(RuntimeOptions()), "\(text) must differ from the default")
-    }
+    #expect(!check(RuntimeOptions()), "\(text) must differ from the default")
   }
 
   @Test("every key of the table is exercised by `settings`")
@@ -156,7 +155,7 @@ struct OptionsTests {
       ("log_fd=-2", "log_fd", "-2"),
       ("fatal_exitcode=256", "fatal_exitcode", "256"),
       ("stack_depth=0", "stack_depth", "0"), ("stack_depth=65", "stack_depth", "65"),
-      ("sample=2", "sample", "2"),
+      ("sample=0", "sample", "0"), ("sample=1000000001", "sample", "1000000001"),
       ("log=" + String(repeating: "x", count: 513), "log", String(repeating: "x", count: 64)),
     ])
   func badValues(text: String, key: String, value: String) {

@@ -172,10 +172,46 @@ def program_workloads(args):
     if git and args.git_repo:
         w.append(("d: git log", [git, "-C", args.git_repo, "log", "--stat", "-n", "300"], args.timeout * 4, None))
     if args.swift_program and os.path.isfile(args.swift_program):
-        w.append(("d: Swift churn", [args.swift_program, "churn"], args.timeout * 4, None))
+        # hp-fixture-swift's correct program: Dictionary/Array/String churn.
+        w.append(("d: Swift churn", [args.swift_program, "good"], args.timeout * 4, None))
     if args.swift_bundle and os.path.exists(args.swift_bundle):
         w.append(("d: Swift test bundle", [args.swift_bundle], args.timeout * 6, None))
     return w
+
+
+def syscalls_per_op(args, available):
+    """Workload (a) shortened to --strace-ops operations under `strace -c -f`, once per tool: the
+    syscalls of the whole run (start-up included, so a few hundred of them are not the allocator's)
+    divided by the malloc/free pairs. The tool's environment goes to the traced program only (-E)."""
+    strace = shutil.which("strace")
+    if not strace:
+        print("skipping syscalls per op: strace not installed", file=sys.stderr)
+        return {}
+    result = {}
+    live = 1000
+    for tool, env_add in available.items():
+        summary = tempfile.NamedTemporaryFile(delete=False)
+        summary.close()
+        command = [strace, "-c", "-f", "-o", summary.name]
+        for key, value in env_add.items():
+            command += ["-E", "%s=%s" % (key, value)]
+        command += [args.malloc_bench, str(live), str(args.strace_ops), "1"]
+        try:
+            subprocess.run(command, capture_output=True, timeout=args.timeout * 4)
+            total = None
+            for line in open(summary.name).read().splitlines():
+                fields = line.split()
+                if fields and fields[-1] == "total":
+                    # "100.00  seconds  usecs/call  calls  [errors]  total"
+                    numbers = [f for f in fields[:-1] if f.replace(".", "").isdigit()]
+                    total = int(numbers[3]) if len(numbers) >= 4 else int(numbers[-1])
+            if total is not None:
+                result[tool] = total / float(live + args.strace_ops)
+        except (subprocess.TimeoutExpired, ValueError, IndexError) as error:
+            print("strace run for %s failed: %s" % (tool, error), file=sys.stderr)
+        finally:
+            os.unlink(summary.name)
+    return result
 
 
 def median(values):
@@ -192,7 +228,10 @@ def main():
     parser.add_argument("--ops", type=int, default=200000)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--gwp-slots", type=int, default=4096)
-    parser.add_argument("--sampling", type=int, default=0, help="also run heappatrol with sample=N")
+    parser.add_argument("--sampling", type=int, default=5000,
+                        help="also run heappatrol with sample=N (0 = no sampling column)")
+    parser.add_argument("--strace-ops", type=int, default=20000,
+                        help="ops of the short workload-(a) run under strace -c per tool (0 = skip)")
     parser.add_argument("--tools", default="", help="comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="skip the 1M-live workload")
     parser.add_argument("--no-programs", action="store_true")
@@ -243,6 +282,8 @@ def main():
                 print("run %d %-32s %-18s %s" % (run + 1, name, tool, json.dumps(
                     {k: v for k, v in metrics.items() if v is not None})), file=sys.stderr)
 
+    syscalls = syscalls_per_op(args, available) if args.strace_ops else {}
+
     floor = {}
     for line in subprocess.run([args.syscall_floor], capture_output=True).stdout.decode().splitlines():
         kv = parse_kv(line.encode())
@@ -272,13 +313,15 @@ def main():
                 entry["minflt"] = median([m["minflt"] for m in ok if m["minflt"] is not None])
             else:
                 entry["failure"] = runs[0]["status"] if runs else "not run"
+            if name.startswith("a:") and tool in syscalls:
+                entry["syscalls_per_op"] = syscalls[tool]
             reached = [m["reached"] for m in runs if m.get("reached")]
             if reached:
                 entry["live_reached"] = max(reached)
             table.append(entry)
 
     columns = ["workload", "tool", "ok_runs", "ops_per_sec", "wall_s", "slowdown_vs_glibc", "maxrss_kb",
-               "minflt", "live_reached", "failure"]
+               "minflt", "syscalls_per_op", "live_reached", "failure"]
 
     def fmt(value):
         if value is None:

@@ -4,7 +4,11 @@
 # in release mode and the C benchmarks, then runs every workload under every tool interleaved and
 # prints medians and ratios to glibc (markdown + CSV).
 #
-#   scripts/bench/run.sh [--quick] [--runs N] [--ops N] [--sampling N] [--tools a,b] [--no-programs]
+#   scripts/bench/run.sh [--quick] [--runs N] [--ops N] [--sampling N] [--strace-ops N] [--tools a,b]
+#                        [--no-programs]
+#
+# Tools: glibc, heappatrol (every block guarded), heappatrol-sample (sample=N, default 5000),
+# efence, duma, gwp-asan-all (scudo, every allocation guarded), gwp-asan-sampled (scudo defaults).
 #
 # Never run by the test suite: it takes minutes and wants a quiet machine.
 set -euo pipefail
@@ -30,10 +34,18 @@ $cc -O2 -pthread -o "$out/malloc_bench" "$root/scripts/bench/malloc_bench.c"
 $cc -O2 -pthread -o "$out/syscall_floor" "$root/scripts/bench/syscall_floor.c"
 $cc -O2 -o "$out/measure" "$root/scripts/bench/measure.c"
 
-(cd "$root" && swift build -c release --product HeapPatrolPreload >&2 && swift build -c release --product hp-fixture-swift >&2) || {
+# HP_SCRATCH: a build directory of your own (e.g. while others build in .build).
+scratch=(${HP_SCRATCH:+--scratch-path "$HP_SCRATCH"})
+(cd "$root" && swift build -c release "${scratch[@]}" --product HeapPatrolPreload >&2 &&
+  swift build -c release "${scratch[@]}" --product hp-fixture-swift >&2) || {
   echo "warning: release build of HeapPatrol failed; heappatrol columns will be missing" >&2
 }
-bin="$(cd "$root" && swift build -c release --show-bin-path)"
+bin="$(cd "$root" && swift build -c release "${scratch[@]}" --show-bin-path)"
+
+# A Swift package's test bundle (XCTest tests of Fixtures/SamplePackage), run directly.
+bundle="$out/sample-package/debug/SamplePackagePackageTests.xctest"
+swift build --package-path "$root/Fixtures/SamplePackage" --build-tests \
+  --scratch-path "$out/sample-package" >&2 || echo "warning: the sample package's tests did not build" >&2
 
 # A real repository for `git log`: this one if it has history, else a generated one.
 repo="$root"
@@ -51,4 +63,4 @@ fi
 exec python3 "$root/scripts/bench/bench.py" \
   --malloc-bench "$out/malloc_bench" --syscall-floor "$out/syscall_floor" --measure "$out/measure" \
   --preload "$bin/libHeapPatrolPreload.so" --swift-program "$bin/hp-fixture-swift" \
-  --git-repo "$repo" --csv "$out/bench-results.csv" "$@"
+  --git-repo "$repo" --swift-bundle "$bundle" --csv "$out/bench-results.csv" "$@"

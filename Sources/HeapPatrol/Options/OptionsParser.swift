@@ -101,7 +101,8 @@ extension OptionKey {
     case .vmaHeadroom: "'auto' or a number of VMAs"
     case .fatalExitCode, .leakExitCode: "an exit status 0...255"
     case .stackDepth: "a frame count 1...64"
-    case .sample: "1 (sampling is not available yet)"
+    case .sample: "a sampling interval 1...1000000000 (1 = guard everything)"
+    case .sampleSeed: "a seed 0...2^64-1 (0 = random)"
     case .logFD: "a file descriptor, or -1 for none"
     case .failRate: "a probability between 0 and 1, like 0.01"
     case .allocByte, .freeByte: "a byte 0...255 (decimal or 0x hex) or 'none'"
@@ -295,8 +296,13 @@ extension RuntimeOptions {
       else { return false }
       stackDepth = Int(number)
     case .sample:
-      guard let number = parseUnsigned(value), number == 1 else { return false }
-      sample = 1
+      guard let number = parseUnsigned(value), number >= 1, number <= 1_000_000_000 else {
+        return false
+      }
+      sample = Int(number)
+    case .sampleSeed:
+      guard let number = parseUnsigned(value) else { return false }
+      sampleSeed = UInt64(number)
     case .verbose:
       guard let flag = parseBool(value) else { return false }
       verbose = flag

@@ -98,6 +98,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   case reportOutOfMemory
   case stackDepth
   case sample
+  case sampleSeed
   case verbose
   // Memory-operation checks and allocation tracing (docs/depth.md).
   case checkMemoryOperations
@@ -147,6 +148,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .reportOutOfMemory: "report_oom"
     case .stackDepth: "stack_depth"
     case .sample: "sample"
+    case .sampleSeed: "sample_seed"
     case .verbose: "verbose"
     case .checkMemoryOperations: "check_memops"
     case .trace: "trace"
@@ -158,7 +160,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .placement, .guardMechanism: .enum
     case .align, .failRate, .log, .trace: .string
     case .vmaHeadroom, .vmaBudget, .quarantineCount, .failEvery, .failSeed, .rememberedBlocks,
-      .maxRecords, .logFD, .fatalExitCode, .leakExitCode, .stackDepth, .sample:
+      .maxRecords, .logFD, .fatalExitCode, .leakExitCode, .stackDepth, .sample, .sampleSeed:
       .int
     case .quarantineBytes, .redZone, .limit, .reservation, .allocByteLimit: .size
     case .allocByte, .freeByte, .canaryByte: .byte
@@ -204,6 +206,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .reportOutOfMemory: "1"
     case .stackDepth: "32"
     case .sample: "1"
+    case .sampleSeed: "0"
     case .verbose: "0"
     case .checkMemoryOperations: "1"
     case .trace: ""
@@ -266,7 +269,10 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .reportOutOfMemory:
       "report allocations that fail (limit, fail_every, fail_rate, no address space)"
     case .stackDepth: "frames recorded per allocation, free and access stack (1...64)"
-    case .sample: "1 = guard every allocation (the only value accepted for now)"
+    case .sample:
+      "guard 1 in N allocations (reported with stacks; the rest go to glibc's malloc untouched); 1 = guard every allocation; 5000 costs ~GWP-ASan's overhead (docs/performance.md)"
+    case .sampleSeed:
+      "seed of the sampling draws (0 = a different choice every run): a fixed seed picks the same allocations of each thread in every run"
     case .verbose: "print the effective configuration to stderr at start"
     case .checkMemoryOperations:
       "check memcpy, memset, strcpy, strlen & co. against the bounds of the heap blocks they touch before they run (mpatrol RNGOVF/RNGOVL); 0 = straight to glibc"

@@ -88,8 +88,10 @@ public struct RuntimeOptions: Sendable, Hashable {
   public var reportOutOfMemory = true
   /// Frames kept per stack (1...StackDepot.maximumDepth).
   public var stackDepth = 32
-  /// 1 = guard every allocation (sampling is reserved for later work; only 1 is accepted).
+  /// Guard 1 in `sample` allocations (`sample=N`); the others go to glibc. 1 = guard every allocation.
   public var sample = 1
+  /// Seed of the sampling draws (`sample_seed`); 0 = a fresh choice each run.
+  public var sampleSeed: UInt64 = 0
   /// Print the effective configuration at start.
   public var verbose = false
   /// memcpy, strcpy & co. are checked against heap block bounds before they run (preload only).
