@@ -8,7 +8,7 @@ public struct HeapPatrolCommand: ParsableCommand {
     subcommands: [
       RunCommand.self, SwiftTestCommand.self, DemoCommand.self, ReportCommand.self,
       OptionsCommand.self, FaultsCommand.self, SimulateCommand.self,
-      TraceCommand.self, MleakCommand.self, ProfileCommand.self,
+      TraceCommand.self, MleakCommand.self, ProfileCommand.self, MapCommand.self,
     ]
   )
   public init() {}

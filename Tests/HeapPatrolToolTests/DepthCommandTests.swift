@@ -161,4 +161,59 @@ import Testing
       try Self.decode(AllocationProfile.self, bounded).histogram.map(\.allocations) == [5, 1, 1, 0])
     #expect(try TestSupport.runHeapPatrol(["profile", run.trace, "--small", "300"]).status != 0)
   }
+
+  @Test func mapDrawsBlocksGuardsAndTheFaultingAddressAsParsableSVG() throws {
+    let directory = try TestSupport.makeTemporaryDirectory("depth2")
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let run = try Self.tracedRun("overflow", directory: directory)
+    #expect(run.process.terminationStatus != 0)
+    let svg = (directory as NSString).appendingPathComponent("heap.svg")
+    let result = try TestSupport.runHeapPatrol([
+      "map", run.trace, "--svg", svg, "--finding", run.log,
+    ])
+    #expect(result.status == 0, "\(result.standardError)")
+    // 7 blocks on a page each, each followed by its guard page; 3 of them freed.
+    #expect(result.standardOutput.contains("4 live blocks (4072 bytes), 3 freed blocks"))
+    #expect(
+      result.standardOutput.contains("pages: 4 live, 3 freed, 7 guard"), "\(result.standardOutput)")
+    // The one-byte overflow of the 4000-byte block hit the guard right after it.
+    #expect(
+      result.standardOutput.contains(
+        "heap-buffer-overflow at 0x"), "\(result.standardOutput)")
+    #expect(result.standardOutput.contains(": 0 bytes past the end of the 4000-byte block at 0x"))
+
+    let elements = try SVGElementCounter.parse(svg)
+    #expect(elements["svg"] == 1)
+    // 14 page cells (7 block pages, 7 guards) + 7 block bars + 5 legend swatches + the background.
+    #expect(elements["rect"] == 14 + 7 + 5 + 1)
+    #expect(elements["path"] == 1)  // the faulting address
+
+    let early = try TestSupport.runHeapPatrol(["map", run.trace, "--svg", svg, "--at", "5"])
+    #expect(
+      early.standardOutput.contains("after event #5: 5 live blocks (120 bytes), 0 freed blocks"))
+    #expect(try SVGElementCounter.parse(svg)["rect"] == 10 + 5 + 5 + 1)
+    #expect(
+      try TestSupport.runHeapPatrol(["map", run.trace, "--svg", svg, "--at", "99"]).status != 0)
+  }
+}
+
+/// Parses an SVG file with Foundation's XMLParser and counts its elements by name.
+final class SVGElementCounter: NSObject, XMLParserDelegate {
+  var counts: [String: Int] = [:]
+
+  func parser(
+    _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
+    qualifiedName: String?, attributes: [String: String] = [:]
+  ) {
+    counts[elementName, default: 0] += 1
+  }
+
+  static func parse(_ path: String) throws -> [String: Int] {
+    let parser = try #require(XMLParser(contentsOf: URL(fileURLWithPath: path)))
+    let counter = SVGElementCounter()
+    parser.delegate = counter
+    let parsed = parser.parse()
+    #expect(parsed, "\(path) does not parse: \(String(describing: parser.parserError))")
+    return counter.counts
+  }
 }
