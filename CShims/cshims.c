@@ -647,6 +647,25 @@ void cshim_note_reentrant_allocation(void) {
   __atomic_fetch_add(&reentrant_allocations, 1, __ATOMIC_RELAXED);
 }
 
+// The lowest and highest address of the heap's reservations (a cheap first filter of ownership).
+static uintptr_t heap_low = UINTPTR_MAX, heap_high;
+
+void cshim_note_heap_range(uintptr_t start, uintptr_t end) {
+  uintptr_t low = __atomic_load_n(&heap_low, __ATOMIC_RELAXED);
+  while (start < low &&
+         !__atomic_compare_exchange_n(&heap_low, &low, start, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+  uintptr_t high = __atomic_load_n(&heap_high, __ATOMIC_RELAXED);
+  while (end > high &&
+         !__atomic_compare_exchange_n(&heap_high, &high, end, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
+
+int cshim_outside_heap_range(uintptr_t address) {
+  return address < __atomic_load_n(&heap_low, __ATOMIC_ACQUIRE) ||
+         address >= __atomic_load_n(&heap_high, __ATOMIC_ACQUIRE);
+}
+
 unsigned long cshim_reentrant_allocations(void) {
   return __atomic_load_n(&reentrant_allocations, __ATOMIC_RELAXED);
 }

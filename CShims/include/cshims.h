@@ -128,6 +128,10 @@ int cshim_is_inside(void);
 /// Counts a malloc-family call made from inside HeapPatrol (sent to glibc), and reads the count.
 void cshim_note_reentrant_allocation(void);
 unsigned long cshim_reentrant_allocations(void);
+/// Widens the known extent of the heap's reservations (called when a reservation is made); a
+/// pointer outside it is certainly not the heap's.
+void cshim_note_heap_range(uintptr_t start, uintptr_t end);
+int cshim_outside_heap_range(uintptr_t address);
 
 // ---- Threads, stacks, modules ------------------------------------------------------------------
 int cshim_gettid(void);

@@ -46,6 +46,9 @@ def tools(args):
     if preload and os.path.isfile(preload):
         base = "detect_leaks=0,text_report=0"
         out["heappatrol"] = ({"LD_PRELOAD": preload, "HEAPPATROL_OPTIONS": base}, None)
+        # mprotect guard pages with the VMA budget: past ~32k live blocks new ones get canaries.
+        out["heappatrol-mprotect"] = (
+            {"LD_PRELOAD": preload, "HEAPPATROL_OPTIONS": base + ",guard=mprotect"}, None)
         if args.sampling:
             out["heappatrol-sample"] = (
                 {"LD_PRELOAD": preload, "HEAPPATROL_OPTIONS": base + ",sample=" + str(args.sampling)},

@@ -782,6 +782,8 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
       base: base, length: length, pageMap: pageMap, bump: base + (guarded ? pageSize : 0),
       frontier: base, protection: protection.rawValue, dedicated: dedicated)
     view.reservationCount.pointee.store(count + 1, ordering: .releasing)
+    // Real memory only: the preload's sampling path filters pointers by this extent first.
+    if Space.self == SystemPageSpace.self { cshim_note_heap_range(base, base + length) }
     return count
   }
 
