@@ -236,9 +236,31 @@ public final class SimulatedMachine {
     frameLoaded[f] = loadCounter
     framesInUse += 1
     if configuration.frames != nil {
+      // Recorded under every policy (`policy` may switch to FIFO mid-run), so the queue must not
+      // grow with the trace: only FIFO evictions consume it, and frames freed without an eviction
+      // leave stale entries. Compacting when it outgrows the frames in use keeps it bounded.
       fifoFrames.append(frame)
       fifoLoads.append(loadCounter)
+      if fifoFrames.count - fifoHead > 2 * framesInUse + 4096 { compactLoadQueue() }
     }
+  }
+
+  /// Drops the load queue's stale entries (frames freed, reloaded or already evicted since). Each
+  /// live frame has exactly one matching entry, so at most `framesInUse` remain.
+  private func compactLoadQueue() {
+    var kept = 0
+    for i in fifoHead..<fifoFrames.count {
+      let frame = fifoFrames[i]
+      guard frameKind[Int(frame)] != .free && frameLoaded[Int(frame)] == fifoLoads[i] else {
+        continue
+      }
+      fifoFrames[kept] = frame
+      fifoLoads[kept] = fifoLoads[i]
+      kept += 1
+    }
+    fifoFrames.removeLast(fifoFrames.count - kept)
+    fifoLoads.removeLast(fifoLoads.count - kept)
+    fifoHead = 0
   }
 
   /// A zero-filled frame for `requester`, evicting (or OOM-killing) when memory is full. Nil when the

@@ -13,14 +13,6 @@ import Testing
 @Suite("Simulator against the kernel (differential)")
 struct DifferentialTests {
   #if os(Linux)
-    static func run(seed: UInt64, steps: Int, pages: Int) -> DifferentialReport {
-      DifferentialRun(
-        seed: seed, steps: steps, arenaPages: pages,
-        makeA: { SystemPageSpace(faultCounting: .thread) },
-        makeB: { SimulatedPageSpace() }
-      ).run()
-    }
-
     /// (arena pages, steps per sequence, seeds): small arenas make operations collide more often.
     static let shapes: [(Int, Int, Int)] = [(48, 60, 2000), (12, 120, 1000), (96, 150, 400)]
 
@@ -31,12 +23,30 @@ struct DifferentialTests {
       let scale = getenv("SIM_DIFFERENTIAL_SCALE").flatMap { Int(String(cString: $0)) } ?? 1
       let perBatch = seeds * max(1, scale) / 4
       var failures = 0
+      var noise = 0
       let first = UInt64(shape * 1_000_000 + batch * perBatch)
       for seed in first..<first + UInt64(perBatch) where failures < 2 {
-        let report = Self.run(seed: seed, steps: steps, pages: pages)
-        if !report.passed { failures += 1 }
-        #expect(report.passed, "\(report)")
+        let run = DifferentialRun(
+          seed: seed, steps: steps, arenaPages: pages,
+          makeA: { SystemPageSpace(faultCounting: .thread) },
+          makeB: { SimulatedPageSpace() })
+        var quick = run
+        quick.shrinks = false
+        let report = quick.run()
+        guard !report.passed else { continue }
+        // The simulator is deterministic: a real disagreement comes back every time the sequence is
+        // replayed. About once in 20,000 sequences, while a memory-hungry test ran in parallel, the
+        // real side took one fault the sequence does not explain and the replay agreed; such a
+        // one-off is counted as measurement noise (and printed), a reproducible one fails.
+        if run.replay(report.operations).isEmpty && run.replay(report.operations).isEmpty {
+          noise += 1
+          print("differential: seed \(seed) disagreed once and agreed on two replays (noise)")
+        } else {
+          failures += 1
+          Issue.record("\(run.run())")
+        }
       }
+      #expect(noise <= 2, "\(noise) sequences of \(perBatch) had unreproducible real-side noise")
     }
 
     /// Near the real max_map_count: in a child process (the VMA count is process-wide), the real
