@@ -14,7 +14,9 @@ private let lastWarningKind = Atomic<UInt8>(0)
 struct HeapScaleTests {
   /// The mprotect path with a small budget: the first blocks get guard pages (2 VMAs each), the rest
   /// red zones; one warning; the heap's VMAs never exceed the budget; red-zone overflows are caught.
-  @Test(arguments: [HeapSpaceKind.realMprotect, .simulatedMprotect])
+  // Serialized: the warning handler is a C function, so both cases count into the same globals
+  // (run in parallel, one case saw the other's warning).
+  @Test(.serialized, arguments: [HeapSpaceKind.realMprotect, .simulatedMprotect])
   func budgetFallbackToCanaries(_ kind: HeapSpaceKind) throws {
     var configuration = testConfiguration(mechanism: .mprotect)
     configuration.vmaBudgetLimit = 100
