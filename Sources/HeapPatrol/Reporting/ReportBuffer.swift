@@ -106,6 +106,22 @@ public struct ReportBuffer {
   public mutating func append(decimal value: Int32) { append(decimal: Int(value)) }
   public mutating func append(decimal value: UInt64) { append(decimal: UInt(value)) }
 
+  /// Appends a path template with every `%p` replaced by `pid` (the `log=` and `trace=` options).
+  public mutating func append(pathTemplate bytes: UnsafeBufferPointer<UInt8>, pid: Int32) {
+    var index = 0
+    while index < bytes.count {
+      if bytes[index] == UInt8(ascii: "%") && index + 1 < bytes.count
+        && bytes[index + 1] == UInt8(ascii: "p")
+      {
+        append(decimal: pid)
+        index += 2
+      } else {
+        append(byte: bytes[index])
+        index += 1
+      }
+    }
+  }
+
   /// Appends `0x` and `value` in lowercase hex, zero-padded to `width` digits (0: no padding).
   public mutating func append(hex value: UInt, width: Int = 0) {
     append("0x")

@@ -386,18 +386,7 @@ struct RuntimeState: ~Copyable {
       var out = ReportBuffer(
         base: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), capacity: raw.count - 1)
       options.logPath.withBytes { bytes in
-        var index = 0
-        while index < bytes.count {
-          if bytes[index] == UInt8(ascii: "%") && index + 1 < bytes.count
-            && bytes[index + 1] == UInt8(ascii: "p")
-          {
-            out.append(decimal: pid)
-            index += 2
-          } else {
-            out.append(byte: bytes[index])
-            index += 1
-          }
-        }
+        out.append(pathTemplate: bytes, pid: pid)
       }
       raw[out.count] = 0
       var fd: Int32 = -1

@@ -120,18 +120,7 @@ public struct AllocationTrace: @unchecked Sendable {
       var out = ReportBuffer(
         base: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), capacity: raw.count - 1)
       state.pointee.options.tracePath.withBytes { bytes in
-        var index = 0
-        while index < bytes.count {
-          if bytes[index] == UInt8(ascii: "%") && index + 1 < bytes.count
-            && bytes[index + 1] == UInt8(ascii: "p")
-          {
-            out.append(decimal: pid)
-            index += 2
-          } else {
-            out.append(byte: bytes[index])
-            index += 1
-          }
-        }
+        out.append(pathTemplate: bytes, pid: pid)
       }
       raw[out.count] = 0
       return Glibc.open(
