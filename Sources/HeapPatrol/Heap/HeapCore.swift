@@ -240,29 +240,52 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   ) -> HeapResult {
     var result = HeapResult()
     lock?.lock()
-    let lookup = core.pointee.lookupForRelease(address, api: api, stack: stack, thread: thread)
-    var number: UInt32 = 0
-    switch lookup {
-    case .notOurs:
-      result.owned = false
-    case .misuse(let finding):
-      result.findings.append(finding)
-    case .block(let found, let mismatch):
-      number = found
-      if let mismatch { result.findings.append(mismatch) }
-      if let corruption = core.pointee.checkCanaries(record: found, thread: thread, stack: stack) {
-        result.findings.append(corruption)
-      }
-      core.pointee.markClosing(record: found, api: api, stack: stack, thread: thread)
+    let number = core.pointee.beginRelease(
+      address, api: api, stack: stack, thread: thread, result: &result)
+    if number != 0 {
+      core.pointee.markClosing(record: number, api: api, stack: stack, thread: thread)
     }
     lock?.unlock()
     if number == 0 { return result }
+    finishRelease(
+      core: core, lock: lock, record: number, stack: stack, thread: thread,
+      findings: &result.findings)
+    return result
+  }
+
+  /// Release, phase 1 (the caller holds the lock): finds the block a free or realloc names, with the
+  /// misuse and canary findings. Returns its record, or 0 when there is nothing to release.
+  @inlinable
+  mutating func beginRelease(
+    _ address: UInt, api: AllocationAPI, stack: StackID, thread: Int32, result: inout HeapResult
+  ) -> UInt32 {
+    switch lookupForRelease(address, api: api, stack: stack, thread: thread) {
+    case .notOurs:
+      result.owned = false
+      return 0
+    case .misuse(let finding):
+      result.findings.append(finding)
+      return 0
+    case .block(let found, let mismatch):
+      if let mismatch { result.findings.append(mismatch) }
+      if let corruption = checkCanaries(record: found, thread: thread, stack: stack) {
+        result.findings.append(corruption)
+      }
+      return found
+    }
+  }
+
+  /// Release, phases 2 and 3: the block's pages become inaccessible (no lock held across the
+  /// syscall), then it enters quarantine (locked). The record must be marked closing already.
+  @inlinable
+  static func finishRelease(
+    core: UnsafeMutablePointer<Self>, lock: HeapLock?, record number: UInt32, stack: StackID,
+    thread: Int32, findings: inout FindingBuffer
+  ) {
     core.pointee.closePages(record: number)
     lock?.lock()
-    core.pointee.enterQuarantine(
-      record: number, thread: thread, stack: stack, findings: &result.findings)
+    core.pointee.enterQuarantine(record: number, thread: thread, stack: stack, findings: &findings)
     lock?.unlock()
-    return result
   }
 
   @inlinable
@@ -275,22 +298,10 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     guard let address else { return allocate(core: core, lock: lock, request) }
     var result = HeapResult()
     lock?.lock()
-    let lookup = core.pointee.lookupForRelease(address, api: api, stack: stack, thread: thread)
-    var number: UInt32 = 0
-    switch lookup {
-    case .notOurs:
-      result.owned = false
-    case .misuse(let finding):
-      result.findings.append(finding)
-    case .block(let found, let mismatch):
-      number = found
-      if let mismatch { result.findings.append(mismatch) }
-      if let corruption = core.pointee.checkCanaries(record: found, thread: thread, stack: stack) {
-        result.findings.append(corruption)
-      }
-      // Moving: a concurrent free or realloc of this block is now a double free.
-      core.pointee.view.records[Int(found)].state = BlockRecord.moving
-    }
+    let number = core.pointee.beginRelease(
+      address, api: api, stack: stack, thread: thread, result: &result)
+    // Moving: a concurrent free or realloc of this block is now a double free.
+    if number != 0 { core.pointee.view.records[Int(number)].state = BlockRecord.moving }
     lock?.unlock()
     if number == 0 { return result }
     let old = core.pointee.view.records[Int(number)]
@@ -308,11 +319,9 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     lock?.lock()
     core.pointee.markClosing(record: number, api: api, stack: stack, thread: thread)
     lock?.unlock()
-    core.pointee.closePages(record: number)
-    lock?.lock()
-    core.pointee.enterQuarantine(
-      record: number, thread: thread, stack: stack, findings: &result.findings)
-    lock?.unlock()
+    finishRelease(
+      core: core, lock: lock, record: number, stack: stack, thread: thread,
+      findings: &result.findings)
     result.address = newAddress
     return result
   }
