@@ -7,48 +7,88 @@ import PageSpace
   import Glibc
 #endif
 
-// The Swift half of the checked memory operations (HeapPatrolPreloadExports/memops.c): the range
-// checks against the heap's tables and the reports. Hot path: a pointer that is not the heap's
-// costs the runtime lookup and a reservation range test; no lock is taken, nothing is allocated.
+// The Swift half of the checked memory operations (HeapPatrolPreloadExports/memops.c): the
+// diagnosis and the reports. The hot path (inside one live block, or not the heap's) is C reading
+// the heap's tables as `HeapTableLayout` describes them; only what it cannot settle comes here.
+// Nothing here allocates; no lock is taken before a finding is certain.
 
-/// Called once from the library's start: resolves glibc's implementations and switches the checks
-/// on unless `check_memops=0`.
+/// Called once from the library's start: resolves glibc's implementations, hands the C lookup the
+/// layout of the heap's tables, and switches the checks on unless `check_memops=0`.
 func configureMemoryOperations(_ runtime: ProcessRuntime?) {
-  var mapped: UnsafeMutableRawPointer? = nil
-  // PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS: never freed.
-  guard let runtime, runtime.options.checkMemoryOperations,
-    cshim_mmap(nil, MemoryLayout<HeapView>.stride, 0x3, 0x02 | 0x20, -1, 0, &mapped) == 0,
-    let memory = mapped
-  else {
+  guard let runtime, runtime.options.checkMemoryOperations else {
     heappatrol_memops_configure(0, nil)
     return
   }
-  // The view is a few pointers into the heap's tables; a copy the C side can hand back saves the
-  // runtime lookup on every operation.
-  let view = memory.bindMemory(to: HeapView.self, capacity: 1)
-  view.initialize(to: runtime.heap.view)
-  heappatrol_memops_configure(1, UnsafeRawPointer(view))
+  var layout = cLayout(runtime.heap.view.tableLayout)
+  heappatrol_memops_configure(1, &layout)
 }
 
-@_cdecl("heappatrol_live_bounds")
-public func heappatrolLiveBounds(
-  _ view: UnsafeRawPointer?, _ address: UnsafeRawPointer?, _ start: UnsafeMutablePointer<Int>?,
-  _ end: UnsafeMutablePointer<Int>?
-) -> Int32 {
-  var blockStart: UInt = 0
-  var blockEnd: UInt = 0
-  let found = view.unsafelyUnwrapped.assumingMemoryBound(to: HeapView.self).pointee.liveBounds(
-    of: UInt(bitPattern: address), start: &blockStart, end: &blockEnd)
-  if found == 1 {
-    start.unsafelyUnwrapped.pointee = Int(bitPattern: blockStart)
-    end.unsafelyUnwrapped.pointee = Int(bitPattern: blockEnd)
+/// The C header's copy of `HeapTableLayout`, field by field.
+func cLayout(_ layout: HeapTableLayout) -> heappatrol_heap_layout {
+  func field(_ field: HeapTableLayout.FieldLayout) -> heappatrol_field {
+    heappatrol_field(offset: field.offset, size: field.size)
   }
-  return Int32(found)
+  var result = heappatrol_heap_layout()
+  result.reservations = layout.reservations
+  result.reservation_count = layout.reservationCount
+  result.dedicated_records = layout.dedicatedRecords
+  result.records = layout.records
+  result.reservation_count_size = layout.reservationCountSize
+  result.record_capacity = layout.recordCapacity
+  result.page_size = Int(layout.pageSize)
+  result.record_number_stride = layout.recordNumberStride
+  result.record_number_size = layout.recordNumberSize
+  result.reservation_stride = layout.reservationEntryStride
+  result.reservation_base = field(layout.reservationBase)
+  result.reservation_length = field(layout.reservationLength)
+  result.reservation_page_map = field(layout.reservationPageMap)
+  result.reservation_dedicated = field(layout.reservationDedicated)
+  result.record_stride = layout.recordStride
+  result.record_address = field(layout.recordAddress)
+  result.record_size = field(layout.recordSize)
+  result.record_state = field(layout.recordState)
+  result.record_reservation = field(layout.recordReservation)
+  result.live_state = layout.liveState
+  return result
+}
+
+/// The operation the C side names (a `heappatrol_memory_operation`).
+func memoryOperation(_ raw: UInt8) -> MemoryOperation? {
+  switch heappatrol_memory_operation(rawValue: UInt32(raw)) {
+  case HEAPPATROL_OP_MEMCPY: .memcpy
+  case HEAPPATROL_OP_MEMMOVE: .memmove
+  case HEAPPATROL_OP_MEMSET: .memset
+  case HEAPPATROL_OP_MEMCMP: .memcmp
+  case HEAPPATROL_OP_MEMCHR: .memchr
+  case HEAPPATROL_OP_STRLEN: .strlen
+  case HEAPPATROL_OP_STRCPY: .strcpy
+  case HEAPPATROL_OP_STRNCPY: .strncpy
+  case HEAPPATROL_OP_STRCAT: .strcat
+  case HEAPPATROL_OP_STRNCAT: .strncat
+  case HEAPPATROL_OP_STRDUP: .strdup
+  case HEAPPATROL_OP_STRNDUP: .strndup
+  case HEAPPATROL_OP_BZERO: .bzero
+  case HEAPPATROL_OP_EXPLICIT_BZERO: .explicitBzero
+  case HEAPPATROL_OP_WMEMCPY: .wmemcpy
+  case HEAPPATROL_OP_WCSCPY: .wcscpy
+  case HEAPPATROL_OP_MEMCPY_CHK: .memcpyChk
+  case HEAPPATROL_OP_MEMMOVE_CHK: .memmoveChk
+  case HEAPPATROL_OP_MEMSET_CHK: .memsetChk
+  case HEAPPATROL_OP_EXPLICIT_BZERO_CHK: .explicitBzeroChk
+  case HEAPPATROL_OP_STRCPY_CHK: .strcpyChk
+  case HEAPPATROL_OP_STRNCPY_CHK: .strncpyChk
+  case HEAPPATROL_OP_STRCAT_CHK: .strcatChk
+  case HEAPPATROL_OP_STRNCAT_CHK: .strncatChk
+  case HEAPPATROL_OP_WMEMCPY_CHK: .wmemcpyChk
+  case HEAPPATROL_OP_WCSCPY_CHK: .wcscpyChk
+  default: nil
+  }
 }
 
 @_cdecl("heappatrol_check_range")
 public func heappatrolCheckRange(
-  _ start: UnsafeRawPointer?, _ length: UInt, _ access: UInt8, _ frame: UnsafeMutableRawPointer?
+  _ start: UnsafeRawPointer?, _ length: UInt, _ access: UInt8, _ frame: UnsafeMutableRawPointer?,
+  _ operation: UInt8
 ) {
   guard let runtime = ProcessRuntime.current else { return }
   let view = runtime.heap.view
@@ -63,6 +103,9 @@ public func heappatrolCheckRange(
   var finding = found
   finding.thread = cshim_gettid()
   finding.accessStack = callStack(runtime, frame)
+  finding.operation = memoryOperation(operation)
+  finding.operationAddress = address
+  finding.operationBytes = length
   runtime.report(finding)
   // The operation would fault inside glibc or silently corrupt the block's neighbourhood: the
   // report is the crash, as for a bad access (fatal_exitcode applies).
@@ -81,7 +124,7 @@ public func heappatrolReadableBytes(_ address: UnsafeRawPointer?) -> UInt {
 @_cdecl("heappatrol_report_overlap")
 public func heappatrolReportOverlap(
   _ destination: UnsafeRawPointer?, _ source: UnsafeRawPointer?, _ length: UInt,
-  _ frame: UnsafeMutableRawPointer?
+  _ frame: UnsafeMutableRawPointer?, _ operation: UInt8
 ) {
   guard let runtime = ProcessRuntime.current, cshim_enter() == 0 else { return }
   defer { cshim_leave() }
@@ -91,7 +134,8 @@ public func heappatrolReportOverlap(
   var finding = Finding(
     kind: .memcpyParamOverlap, access: .write, address: destinationAddress,
     thread: cshim_gettid(), accessStack: callStack(runtime, frame),
-    detail: sourceAddress, bytes: length)
+    detail: sourceAddress, bytes: length, operation: memoryOperation(operation),
+    operationAddress: destinationAddress, operationBytes: length)
   if let block = runtime.heap.block(containing: destinationAddress), block.state == .live {
     finding.block = block
     if destinationAddress >= block.address && destinationAddress < block.address + block.size {
@@ -117,4 +161,39 @@ func callStack(_ runtime: ProcessRuntime, _ frame: UnsafeMutableRawPointer?) -> 
   guard returnAddress > 1 else { return runtime.captureStack(fromFrame: frame) }
   return runtime.depot.capture(
     pc: returnAddress - 1, fp: callerFrame, depth: runtime.options.stackDepth)
+}
+
+/// For tests: compares the C lookup the checks use (heappatrol_memops_lookup) with
+/// `HeapView.liveBounds` on every boundary address of the heap (`forEachBoundaryAddress`) and on
+/// `extraCount` addresses the caller adds (stack, globals). Returns the number of disagreements;
+/// `checked` receives the number of addresses compared. -1 when the checks (or the C lookup) are off.
+@_cdecl("heappatrol_memops_verify_lookup")
+public func heappatrolMemopsVerifyLookup(
+  _ extra: UnsafePointer<UInt>?, _ extraCount: Int, _ checked: UnsafeMutablePointer<Int>?
+) -> Int {
+  guard let runtime = ProcessRuntime.current else { return -1 }
+  var probeStart = 0
+  var probeEnd = 0
+  guard heappatrol_memops_lookup(nil, &probeStart, &probeEnd) >= 0 else { return -1 }
+  let view = runtime.heap.view
+  var compared = 0
+  var disagreements = 0
+  func compare(_ address: UInt) {
+    var start: UInt = 0
+    var end: UInt = 0
+    let expected = view.liveBounds(of: address, start: &start, end: &end)
+    var cStart = 0
+    var cEnd = 0
+    let found = Int(heappatrol_memops_lookup(UnsafeRawPointer(bitPattern: address), &cStart, &cEnd))
+    compared += 1
+    if found != expected
+      || (found == 1 && (UInt(bitPattern: cStart) != start || UInt(bitPattern: cEnd) != end))
+    {
+      disagreements += 1
+    }
+  }
+  view.forEachBoundaryAddress(compare)
+  for index in 0..<max(extraCount, 0) { compare(extra.unsafelyUnwrapped[index]) }
+  checked?.pointee = compared
+  return disagreements
 }

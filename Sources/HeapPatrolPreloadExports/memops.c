@@ -3,13 +3,17 @@
 // wmemcpy, wcscpy and the fortified __*_chk forms glibc routes _FORTIFY_SOURCE calls through.
 //
 // Before an operation runs, the ranges it will read and write are checked against the heap blocks
-// they touch (heappatrol_check_range: a page -> block lookup, no scan), so an overrun is reported at
-// the call, with the call's own stack, instead of as a fault inside glibc (or not at all, when it
-// only reaches the canary slack before the guard page). Then glibc's own implementation runs.
+// they touch, so an overrun is reported at the call, with the call's own stack, instead of as a
+// fault inside glibc (or not at all, when it only reaches the canary slack before the guard page).
+// Then glibc's own implementation runs.
 //
-// Pointers that are not the heap's cost one range test on the Swift side; calls made from inside
-// HeapPatrol, calls before the library's start and everything with check_memops=0 go straight to
-// glibc. Nothing here allocates.
+// The hot path is here, in C, inlined into each operation: the heap's tables are read directly
+// (a scan of the few reservations, one page-map entry, four fields of one block record), laid out
+// as the Swift side described them at start (heappatrol_heap_layout). A range inside one live block
+// or touching no reservation costs that and nothing more; anything else goes to Swift
+// (heappatrol_check_range), which diagnoses and reports. Calls made from inside HeapPatrol, calls
+// before the library's start and everything with check_memops=0 go straight to glibc. Nothing here
+// allocates.
 #define _GNU_SOURCE
 #include "heappatrol_memops.h"
 
@@ -30,6 +34,8 @@
 #define KEEP_FRAME __attribute__((noinline, disable_tail_calls))
 #define FRAME __builtin_frame_address(0)
 #define UNLIKELY(condition) __builtin_expect(!!(condition), 0)
+#define LIKELY(condition) __builtin_expect(!!(condition), 1)
+#define INLINE static inline __attribute__((always_inline))
 
 enum { ACCESS_READ = 0, ACCESS_WRITE = 1 };
 enum { API_STRDUP = 15 };  // AllocationAPI.strdup
@@ -106,8 +112,6 @@ static struct {
 static int started;
 // 1 when the checks are on (check_memops=1 and the runtime running).
 static int checking;
-// The heap's HeapView (see heappatrol_memops_configure).
-static const void *heap_view;
 
 #define RESOLVE(name)                                   \
   do {                                                  \
@@ -115,8 +119,69 @@ static const void *heap_view;
     if (symbol != NULL) *(void **)&real.name = symbol;  \
   } while (0)
 
-void heappatrol_memops_configure(int enabled, const void *view) {
-  heap_view = view;
+// ---- The heap's tables, as the Swift side laid them out ------------------------------------------
+// Written once by heappatrol_memops_configure before `checking` is released; read-only afterwards.
+
+static struct {
+  // 1 when the layout was understood (every size below as this file reads it).
+  int usable;
+  const unsigned char *reservations;
+  const long *reservation_count;
+  const uint32_t *dedicated_records;
+  const unsigned char *records;
+  size_t record_capacity;
+  unsigned page_shift;
+  size_t reservation_stride, reservation_base, reservation_length, reservation_page_map,
+      reservation_dedicated;
+  size_t record_stride, record_address, record_size, record_state, record_reservation;
+  unsigned char live_state;
+} heap;
+
+// Whether a field fits its struct and has the size this file reads it with.
+static int field_is(heappatrol_field field, size_t size, size_t stride) {
+  return field.size == size && field.offset + size <= stride && field.offset % size == 0;
+}
+
+static int adopt_layout(const heappatrol_heap_layout *layout) {
+  if (layout == NULL || layout->reservations == 0 || layout->reservation_count == 0 ||
+      layout->dedicated_records == 0 || layout->records == 0)
+    return 0;
+  size_t page = layout->page_size;
+  if (page == 0 || (page & (page - 1)) != 0) return 0;
+  size_t word = sizeof(uintptr_t), stride = layout->reservation_stride,
+         record = layout->record_stride;
+  if (layout->reservation_count_size != sizeof(long) || layout->record_number_size != 4 ||
+      layout->record_number_stride != 4 || !field_is(layout->reservation_base, word, stride) ||
+      !field_is(layout->reservation_length, word, stride) ||
+      !field_is(layout->reservation_page_map, word, stride) ||
+      !field_is(layout->reservation_dedicated, 1, stride) ||
+      !field_is(layout->record_address, word, record) ||
+      !field_is(layout->record_size, word, record) || !field_is(layout->record_state, 1, record) ||
+      !field_is(layout->record_reservation, 2, record) || stride % word != 0 ||
+      record % word != 0)
+    return 0;
+  heap.reservations = (const unsigned char *)layout->reservations;
+  heap.reservation_count = (const long *)layout->reservation_count;
+  heap.dedicated_records = (const uint32_t *)layout->dedicated_records;
+  heap.records = (const unsigned char *)layout->records;
+  heap.record_capacity = layout->record_capacity;
+  heap.page_shift = (unsigned)__builtin_ctzl(page);
+  heap.reservation_stride = stride;
+  heap.reservation_base = layout->reservation_base.offset;
+  heap.reservation_length = layout->reservation_length.offset;
+  heap.reservation_page_map = layout->reservation_page_map.offset;
+  heap.reservation_dedicated = layout->reservation_dedicated.offset;
+  heap.record_stride = record;
+  heap.record_address = layout->record_address.offset;
+  heap.record_size = layout->record_size.offset;
+  heap.record_state = layout->record_state.offset;
+  heap.record_reservation = layout->record_reservation.offset;
+  heap.live_state = layout->live_state;
+  return 1;
+}
+
+void heappatrol_memops_configure(int enabled, const heappatrol_heap_layout *layout) {
+  heap.usable = adopt_layout(layout);
   RESOLVE(memcpy);
   RESOLVE(memmove);
   RESOLVE(memset);
@@ -127,10 +192,74 @@ void heappatrol_memops_configure(int enabled, const void *view) {
   RESOLVE(wcslen);
   RESOLVE(explicit_bzero);
   __atomic_store_n(&started, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&checking, enabled != 0 && view != NULL, __ATOMIC_RELEASE);
+  __atomic_store_n(&checking, enabled != 0, __ATOMIC_RELEASE);
 }
 
-static inline int checks_on(void) { return __atomic_load_n(&checking, __ATOMIC_RELAXED); }
+// Fields of the tables. Records and reservation entries may be rewritten while we read them (see
+// HeapTables.swift): relaxed atomic loads say so and cost the same as plain ones.
+#define FIELD(base, offset, type) __atomic_load_n((const type *)((base) + (offset)), __ATOMIC_RELAXED)
+
+enum { NOT_HEAP = 0, LIVE_BLOCK = 1, HEAP_OTHER = 2 };
+
+// The block whose page map entry covers `address` in reservation `index` (at `entry`): LIVE_BLOCK
+// with its bounds when `address` is one of its bytes and it is live, else HEAP_OTHER. The same
+// reading as HeapView.recordNumber + liveBounds: acquiring loads of the record number, so the
+// record is at least as new as the block's publication.
+INLINE int block_at(uintptr_t address, const unsigned char *entry, long index, uintptr_t base,
+                    uintptr_t *start, uintptr_t *end) {
+  uint32_t number;
+  if (FIELD(entry, heap.reservation_dedicated, unsigned char)) {
+    number = __atomic_load_n(heap.dedicated_records + index, __ATOMIC_ACQUIRE);
+  } else {
+    const uint32_t *map = (const uint32_t *)FIELD(entry, heap.reservation_page_map, uintptr_t);
+    number = __atomic_load_n(map + ((address - base) >> heap.page_shift), __ATOMIC_ACQUIRE);
+  }
+  if (number == 0 || number >= heap.record_capacity) return HEAP_OTHER;
+  const unsigned char *record = heap.records + (size_t)number * heap.record_stride;
+  uintptr_t block_start = FIELD(record, heap.record_address, uintptr_t);
+  uintptr_t block_end = block_start + FIELD(record, heap.record_size, uintptr_t);
+  if (FIELD(record, heap.record_state, unsigned char) != heap.live_state ||
+      FIELD(record, heap.record_reservation, uint16_t) != (uint16_t)index ||
+      address < block_start || address >= block_end)
+    return HEAP_OTHER;
+  *start = block_start;
+  *end = block_end;
+  return LIVE_BLOCK;
+}
+
+// Where the range [first, last] lies: LIVE_BLOCK when `first` is a byte of a live block (its bounds
+// in start/end: the caller compares `last`), NOT_HEAP when no reservation holds any byte of it,
+// HEAP_OTHER otherwise (a heap address outside every live block, or a range running into the heap).
+// Reservations are a handful of large ranges (64 GiB by default), scanned as HeapView does.
+INLINE int lookup_range(uintptr_t first, uintptr_t last, uintptr_t *start, uintptr_t *end) {
+  long count = __atomic_load_n(heap.reservation_count, __ATOMIC_ACQUIRE);
+  const unsigned char *entry = heap.reservations;
+  uintptr_t next_base = UINTPTR_MAX;  // the lowest reservation above `first`
+  for (long index = 0; index < count; index++, entry += heap.reservation_stride) {
+    uintptr_t base = FIELD(entry, heap.reservation_base, uintptr_t);
+    uintptr_t length = FIELD(entry, heap.reservation_length, uintptr_t);
+    if (first - base < length) return block_at(first, entry, index, base, start, end);
+    if (base > first && base < next_base) next_base = base;
+  }
+  return next_base != UINTPTR_MAX && last >= next_base ? HEAP_OTHER : NOT_HEAP;
+}
+
+int heappatrol_memops_lookup(const void *address, size_t *start, size_t *end) {
+  if (!heap.usable || !__atomic_load_n(&checking, __ATOMIC_ACQUIRE)) return -1;
+  uintptr_t block_start = 0, block_end = 0;
+  int found = lookup_range((uintptr_t)address, (uintptr_t)address, &block_start, &block_end);
+  if (found == LIVE_BLOCK) {
+    *start = block_start;
+    *end = block_end;
+  }
+  return found;
+}
+
+// Checks are on and this call is the program's: HeapPatrol's own copies (struct copies, canary
+// fills, a realloc's copy) run with the thread's reentrancy flag set and go straight to glibc.
+INLINE int checks_on(void) {
+  return __atomic_load_n(&checking, __ATOMIC_RELAXED) && LIKELY(!cshim_is_inside());
+}
 
 // glibc's fortify failure ("*** buffer overflow detected ***"), for the __*_chk forms.
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -138,42 +267,40 @@ extern void __chk_fail(void) __attribute__((noreturn));
 // ---- Checks (always inlined: FRAME is the exported function's) -----------------------------------
 
 // In bounds of one live block, or nowhere near the heap: nothing more to do. Anything else goes to
-// heappatrol_check_range, which diagnoses and reports (or lets HeapPatrol's own copies pass).
-static inline __attribute__((always_inline)) void check_range(const void *start, size_t length,
-                                                             unsigned char access, void *frame) {
+// heappatrol_check_range, which diagnoses and reports.
+INLINE void check_range(const void *start, size_t length, unsigned char access, void *frame,
+                        unsigned char operation) {
   if (length == 0) return;
-  size_t block_start, block_end;
-  uintptr_t first = (uintptr_t)start, last = first + length - 1;
-  switch (heappatrol_live_bounds(heap_view, start, &block_start, &block_end)) {
-    case 0:
-      // Not the heap's: only a range crossing into a page of the heap is still suspect.
-      if (last < first || ((first ^ last) >> 12) != 0) break;
-      return;
-    case 1:
-      if (last >= first && last < block_end) return;
-      break;
-    default:
-      break;
+  if (LIKELY(heap.usable)) {
+    uintptr_t first = (uintptr_t)start, last = first + length - 1;
+    if (last < first) last = UINTPTR_MAX;
+    uintptr_t block_start, block_end;
+    switch (lookup_range(first, last, &block_start, &block_end)) {
+      case NOT_HEAP: return;
+      case LIVE_BLOCK:
+        if (last < block_end) return;
+        break;
+      default: break;
+    }
   }
-  heappatrol_check_range(start, length, access, frame);
+  heappatrol_check_range(start, length, access, frame, operation);
 }
 
-static inline __attribute__((always_inline)) void check_read(const void *start, size_t length,
-                                                            void *frame) {
-  check_range(start, length, ACCESS_READ, frame);
+INLINE void check_read(const void *start, size_t length, void *frame, unsigned char operation) {
+  check_range(start, length, ACCESS_READ, frame, operation);
 }
 
-static inline __attribute__((always_inline)) void check_write(const void *start, size_t length,
-                                                             void *frame) {
-  check_range(start, length, ACCESS_WRITE, frame);
+INLINE void check_write(const void *start, size_t length, void *frame, unsigned char operation) {
+  check_range(start, length, ACCESS_WRITE, frame, operation);
 }
 
 // Bytes readable from `address` before its block ends; SIZE_MAX when not the heap's.
-static inline __attribute__((always_inline)) size_t readable_bytes(const void *address) {
-  size_t block_start, block_end;
-  switch (heappatrol_live_bounds(heap_view, address, &block_start, &block_end)) {
-    case 0: return SIZE_MAX;
-    case 1: return block_end - (uintptr_t)address;
+INLINE size_t readable_bytes(const void *address) {
+  if (UNLIKELY(!heap.usable)) return heappatrol_readable_bytes(address);
+  uintptr_t block_start, block_end;
+  switch (lookup_range((uintptr_t)address, (uintptr_t)address, &block_start, &block_end)) {
+    case NOT_HEAP: return SIZE_MAX;
+    case LIVE_BLOCK: return block_end - (uintptr_t)address;
     default: return heappatrol_readable_bytes(address);
   }
 }
@@ -187,81 +314,80 @@ static inline int overlapping(const void *destination, size_t destination_length
 
 // The length of a C string, bounded by the end of its heap block: a string that runs off its block
 // is reported as a READ overrun before anything reads past the block.
-static inline __attribute__((always_inline)) size_t checked_strlen(const char *text, void *frame) {
+INLINE size_t checked_strlen(const char *text, void *frame, unsigned char operation) {
   size_t limit = readable_bytes(text);
   if (limit == SIZE_MAX) return real.strlen(text);
   size_t length = real.strnlen(text, limit);
-  if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame);
+  if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame, operation);
   return length;
 }
 
-static inline __attribute__((always_inline)) size_t checked_strnlen(const char *text, size_t bound,
-                                                                   void *frame) {
+INLINE size_t checked_strnlen(const char *text, size_t bound, void *frame,
+                              unsigned char operation) {
   size_t limit = readable_bytes(text);
   if (limit >= bound) return real.strnlen(text, bound);
   size_t length = real.strnlen(text, limit);
-  if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame);
+  if (length == limit) heappatrol_check_range(text, limit + 1, ACCESS_READ, frame, operation);
   return length;
 }
 
-static inline __attribute__((always_inline)) size_t checked_wcslen(const wchar_t *text,
-                                                                  void *frame) {
+INLINE size_t checked_wcslen(const wchar_t *text, void *frame, unsigned char operation) {
   size_t limit = readable_bytes(text);
   if (limit == SIZE_MAX) return real.wcslen(text);
   size_t characters = limit / sizeof(wchar_t);
   size_t length = 0;
   while (length < characters && text[length] != 0) length++;
-  if (length == characters) heappatrol_check_range(text, (characters + 1) * sizeof(wchar_t), ACCESS_READ, frame);
+  if (length == characters)
+    heappatrol_check_range(text, (characters + 1) * sizeof(wchar_t), ACCESS_READ, frame, operation);
   return length;
 }
 
 // memcpy's copy once the ranges are checked: an overlap is reported, then copied as memmove would
 // (the program's data stays as it most likely would have been).
-static inline __attribute__((always_inline)) void *copy_checking_overlap(void *destination,
-                                                                        const void *source,
-                                                                        size_t length, void *frame) {
+INLINE void *copy_checking_overlap(void *destination, const void *source, size_t length,
+                                   void *frame, unsigned char operation) {
   if (UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, frame);
+    heappatrol_report_overlap(destination, source, length, frame, operation);
     return real.memmove(destination, source, length);
   }
   return real.memcpy(destination, source, length);
 }
 
-static inline __attribute__((always_inline)) void *checked_copy(void *destination, const void *source,
-                                                               size_t length, void *frame) {
-  check_read(source, length, frame);
-  check_write(destination, length, frame);
-  return copy_checking_overlap(destination, source, length, frame);
+INLINE void *checked_copy(void *destination, const void *source, size_t length, void *frame,
+                          unsigned char operation) {
+  check_read(source, length, frame, operation);
+  check_write(destination, length, frame, operation);
+  return copy_checking_overlap(destination, source, length, frame, operation);
 }
 
 // ---- The exported operations ---------------------------------------------------------------------
 
 EXPORT KEEP_FRAME void *memcpy(void *restrict destination, const void *restrict source, size_t length) {
   if (!checks_on() || length == 0) return real.memcpy(destination, source, length);
-  return checked_copy(destination, source, length, FRAME);
+  return checked_copy(destination, source, length, FRAME, HEAPPATROL_OP_MEMCPY);
 }
 
 EXPORT KEEP_FRAME void *memmove(void *destination, const void *source, size_t length) {
   if (checks_on() && length != 0) {
-    check_read(source, length, FRAME);
-    check_write(destination, length, FRAME);
+    check_read(source, length, FRAME, HEAPPATROL_OP_MEMMOVE);
+    check_write(destination, length, FRAME, HEAPPATROL_OP_MEMMOVE);
   }
   return real.memmove(destination, source, length);
 }
 
 EXPORT KEEP_FRAME void *memset(void *destination, int value, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME);
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_MEMSET);
   return real.memset(destination, value, length);
 }
 
 EXPORT KEEP_FRAME void bzero(void *destination, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME);
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_BZERO);
   real.memset(destination, 0, length);
   __asm__ volatile("");
 }
 
 EXPORT KEEP_FRAME void explicit_bzero(void *destination, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME);
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_EXPLICIT_BZERO);
   real.explicit_bzero(destination, length);
   __asm__ volatile("");
 }
@@ -270,8 +396,8 @@ EXPORT KEEP_FRAME void explicit_bzero(void *destination, size_t length) {
 // comparison could stop earlier.
 EXPORT KEEP_FRAME int memcmp(const void *left, const void *right, size_t length) {
   if (checks_on()) {
-    check_read(left, length, FRAME);
-    check_read(right, length, FRAME);
+    check_read(left, length, FRAME, HEAPPATROL_OP_MEMCMP);
+    check_read(right, length, FRAME, HEAPPATROL_OP_MEMCMP);
   }
   int result = real.memcmp(left, right, length);
   __asm__ volatile("");
@@ -285,13 +411,13 @@ EXPORT KEEP_FRAME void *memchr(const void *source, int value, size_t length) {
   size_t limit = readable_bytes(source);
   if (limit >= length) return real.memchr(source, value, length);
   void *found = real.memchr(source, value, limit);
-  if (found == NULL) heappatrol_check_range(source, limit + 1, ACCESS_READ, FRAME);
+  if (found == NULL) heappatrol_check_range(source, limit + 1, ACCESS_READ, FRAME, HEAPPATROL_OP_MEMCHR);
   return found;
 }
 
 EXPORT KEEP_FRAME size_t strlen(const char *text) {
   if (!checks_on()) return real.strlen(text);
-  size_t length = checked_strlen(text, FRAME);
+  size_t length = checked_strlen(text, FRAME, HEAPPATROL_OP_STRLEN);
   __asm__ volatile("");
   return length;
 }
@@ -302,10 +428,10 @@ EXPORT KEEP_FRAME char *strcpy(char *restrict destination, const char *restrict 
     real.memcpy(destination, source, length + 1);
     return destination;
   }
-  size_t length = checked_strlen(source, FRAME) + 1;
-  check_write(destination, length, FRAME);
+  size_t length = checked_strlen(source, FRAME, HEAPPATROL_OP_STRCPY) + 1;
+  check_write(destination, length, FRAME, HEAPPATROL_OP_STRCPY);
   if (UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, FRAME);
+    heappatrol_report_overlap(destination, source, length, FRAME, HEAPPATROL_OP_STRCPY);
     real.memmove(destination, source, length);
   } else {
     real.memcpy(destination, source, length);
@@ -317,11 +443,11 @@ EXPORT KEEP_FRAME char *strcpy(char *restrict destination, const char *restrict 
 EXPORT KEEP_FRAME char *strncpy(char *restrict destination, const char *restrict source, size_t count) {
   size_t length;
   if (checks_on()) {
-    length = checked_strnlen(source, count, FRAME);
+    length = checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCPY);
     size_t read = length < count ? length + 1 : count;
-    check_write(destination, count, FRAME);
+    check_write(destination, count, FRAME, HEAPPATROL_OP_STRNCPY);
     if (UNLIKELY(overlapping(destination, count, source, read))) {
-      heappatrol_report_overlap(destination, source, read, FRAME);
+      heappatrol_report_overlap(destination, source, read, FRAME, HEAPPATROL_OP_STRNCPY);
       real.memmove(destination, source, length);
       real.memset(destination + length, 0, count - length);
       return destination;
@@ -340,11 +466,11 @@ EXPORT KEEP_FRAME char *strcat(char *restrict destination, const char *restrict 
     real.memcpy(destination + existing, source, length + 1);
     return destination;
   }
-  size_t existing = checked_strlen(destination, FRAME);
-  size_t length = checked_strlen(source, FRAME) + 1;
-  check_write(destination + existing, length, FRAME);
+  size_t existing = checked_strlen(destination, FRAME, HEAPPATROL_OP_STRCAT);
+  size_t length = checked_strlen(source, FRAME, HEAPPATROL_OP_STRCAT) + 1;
+  check_write(destination + existing, length, FRAME, HEAPPATROL_OP_STRCAT);
   if (UNLIKELY(overlapping(destination, existing + length, source, length))) {
-    heappatrol_report_overlap(destination + existing, source, length, FRAME);
+    heappatrol_report_overlap(destination + existing, source, length, FRAME, HEAPPATROL_OP_STRCAT);
     real.memmove(destination + existing, source, length);
   } else {
     real.memcpy(destination + existing, source, length);
@@ -356,11 +482,11 @@ EXPORT KEEP_FRAME char *strcat(char *restrict destination, const char *restrict 
 EXPORT KEEP_FRAME char *strncat(char *restrict destination, const char *restrict source, size_t count) {
   size_t existing, length;
   if (checks_on()) {
-    existing = checked_strlen(destination, FRAME);
-    length = checked_strnlen(source, count, FRAME);
-    check_write(destination + existing, length + 1, FRAME);
+    existing = checked_strlen(destination, FRAME, HEAPPATROL_OP_STRNCAT);
+    length = checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCAT);
+    check_write(destination + existing, length + 1, FRAME, HEAPPATROL_OP_STRNCAT);
     if (UNLIKELY(overlapping(destination, existing + length + 1, source, length))) {
-      heappatrol_report_overlap(destination + existing, source, length, FRAME);
+      heappatrol_report_overlap(destination + existing, source, length, FRAME, HEAPPATROL_OP_STRNCAT);
       real.memmove(destination + existing, source, length);
       destination[existing + length] = 0;
       return destination;
@@ -394,7 +520,7 @@ EXPORT KEEP_FRAME char *strdup(const char *source) {
     if (copy != NULL) real.memcpy(copy, source, length + 1);
     return copy;
   }
-  size_t length = checks_on() ? checked_strlen(source, FRAME) : real.strlen(source);
+  size_t length = checks_on() ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRDUP) : real.strlen(source);
   return duplicate(source, length, FRAME);
 }
 
@@ -408,7 +534,7 @@ EXPORT KEEP_FRAME char *strndup(const char *source, size_t count) {
     }
     return copy;
   }
-  size_t length = checks_on() ? checked_strnlen(source, count, FRAME) : real.strnlen(source, count);
+  size_t length = checks_on() ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNDUP) : real.strnlen(source, count);
   return duplicate(source, length, FRAME);
 }
 
@@ -419,7 +545,7 @@ EXPORT KEEP_FRAME wchar_t *wmemcpy(wchar_t *restrict destination, const wchar_t 
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  checked_copy(destination, source, bytes, FRAME);
+  checked_copy(destination, source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY);
   return destination;
 }
 
@@ -430,10 +556,10 @@ EXPORT KEEP_FRAME wchar_t *wcscpy(wchar_t *restrict destination, const wchar_t *
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  bytes = (checked_wcslen(source, FRAME) + 1) * sizeof(wchar_t);
-  check_write(destination, bytes, FRAME);
+  bytes = (checked_wcslen(source, FRAME, HEAPPATROL_OP_WCSCPY) + 1) * sizeof(wchar_t);
+  check_write(destination, bytes, FRAME, HEAPPATROL_OP_WCSCPY);
   if (UNLIKELY(overlapping(destination, bytes, source, bytes))) {
-    heappatrol_report_overlap(destination, source, bytes, FRAME);
+    heappatrol_report_overlap(destination, source, bytes, FRAME, HEAPPATROL_OP_WCSCPY);
     real.memmove(destination, source, bytes);
   } else {
     real.memcpy(destination, source, bytes);
@@ -451,17 +577,17 @@ EXPORT KEEP_FRAME void *__memcpy_chk(void *destination, const void *source, size
     if (destination_size < length) __chk_fail();
     return real.memcpy(destination, source, length);
   }
-  check_read(source, length, FRAME);
-  check_write(destination, length, FRAME);
+  check_read(source, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
+  check_write(destination, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
   if (destination_size < length) __chk_fail();
-  return copy_checking_overlap(destination, source, length, FRAME);
+  return copy_checking_overlap(destination, source, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
 }
 
 EXPORT KEEP_FRAME void *__memmove_chk(void *destination, const void *source, size_t length,
                                       size_t destination_size) {
   if (checks_on() && length != 0) {
-    check_read(source, length, FRAME);
-    check_write(destination, length, FRAME);
+    check_read(source, length, FRAME, HEAPPATROL_OP_MEMMOVE_CHK);
+    check_write(destination, length, FRAME, HEAPPATROL_OP_MEMMOVE_CHK);
   }
   if (destination_size < length) __chk_fail();
   return real.memmove(destination, source, length);
@@ -469,25 +595,25 @@ EXPORT KEEP_FRAME void *__memmove_chk(void *destination, const void *source, siz
 
 EXPORT KEEP_FRAME void *__memset_chk(void *destination, int value, size_t length,
                                      size_t destination_size) {
-  if (checks_on()) check_write(destination, length, FRAME);
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_MEMSET_CHK);
   if (destination_size < length) __chk_fail();
   return real.memset(destination, value, length);
 }
 
 EXPORT KEEP_FRAME void __explicit_bzero_chk(void *destination, size_t length,
                                             size_t destination_size) {
-  if (checks_on()) check_write(destination, length, FRAME);
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_EXPLICIT_BZERO_CHK);
   if (destination_size < length) __chk_fail();
   real.explicit_bzero(destination, length);
   __asm__ volatile("");
 }
 
 EXPORT KEEP_FRAME char *__strcpy_chk(char *destination, const char *source, size_t destination_size) {
-  size_t length = (checks_on() ? checked_strlen(source, FRAME) : real.strlen(source)) + 1;
-  if (checks_on()) check_write(destination, length, FRAME);
+  size_t length = (checks_on() ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRCPY_CHK) : real.strlen(source)) + 1;
+  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_STRCPY_CHK);
   if (destination_size < length) __chk_fail();
   if (checks_on() && UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, FRAME);
+    heappatrol_report_overlap(destination, source, length, FRAME, HEAPPATROL_OP_STRCPY_CHK);
     real.memmove(destination, source, length);
     return destination;
   }
@@ -498,8 +624,8 @@ EXPORT KEEP_FRAME char *__strcpy_chk(char *destination, const char *source, size
 EXPORT KEEP_FRAME char *__strncpy_chk(char *destination, const char *source, size_t count,
                                       size_t destination_size) {
   if (destination_size < count) __chk_fail();
-  size_t length = checks_on() ? checked_strnlen(source, count, FRAME) : real.strnlen(source, count);
-  if (checks_on()) check_write(destination, count, FRAME);
+  size_t length = checks_on() ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCPY_CHK) : real.strnlen(source, count);
+  if (checks_on()) check_write(destination, count, FRAME, HEAPPATROL_OP_STRNCPY_CHK);
   real.memmove(destination, source, length);
   real.memset(destination + length, 0, count - length);
   return destination;
@@ -507,9 +633,9 @@ EXPORT KEEP_FRAME char *__strncpy_chk(char *destination, const char *source, siz
 
 EXPORT KEEP_FRAME char *__strcat_chk(char *destination, const char *source, size_t destination_size) {
   int on = checks_on();
-  size_t existing = on ? checked_strlen(destination, FRAME) : real.strlen(destination);
-  size_t length = (on ? checked_strlen(source, FRAME) : real.strlen(source)) + 1;
-  if (on) check_write(destination + existing, length, FRAME);
+  size_t existing = on ? checked_strlen(destination, FRAME, HEAPPATROL_OP_STRCAT_CHK) : real.strlen(destination);
+  size_t length = (on ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRCAT_CHK) : real.strlen(source)) + 1;
+  if (on) check_write(destination + existing, length, FRAME, HEAPPATROL_OP_STRCAT_CHK);
   if (destination_size < existing + length) __chk_fail();
   real.memmove(destination + existing, source, length);
   return destination;
@@ -518,9 +644,9 @@ EXPORT KEEP_FRAME char *__strcat_chk(char *destination, const char *source, size
 EXPORT KEEP_FRAME char *__strncat_chk(char *destination, const char *source, size_t count,
                                       size_t destination_size) {
   int on = checks_on();
-  size_t existing = on ? checked_strlen(destination, FRAME) : real.strlen(destination);
-  size_t length = on ? checked_strnlen(source, count, FRAME) : real.strnlen(source, count);
-  if (on) check_write(destination + existing, length + 1, FRAME);
+  size_t existing = on ? checked_strlen(destination, FRAME, HEAPPATROL_OP_STRNCAT_CHK) : real.strlen(destination);
+  size_t length = on ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCAT_CHK) : real.strnlen(source, count);
+  if (on) check_write(destination + existing, length + 1, FRAME, HEAPPATROL_OP_STRNCAT_CHK);
   if (destination_size < existing + length + 1) __chk_fail();
   real.memmove(destination + existing, source, length);
   destination[existing + length] = 0;
@@ -535,17 +661,17 @@ EXPORT KEEP_FRAME wchar_t *__wmemcpy_chk(wchar_t *destination, const wchar_t *so
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  check_read(source, bytes, FRAME);
-  check_write(destination, bytes, FRAME);
+  check_read(source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
+  check_write(destination, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
   if (destination_count < count) __chk_fail();
-  copy_checking_overlap(destination, source, bytes, FRAME);
+  copy_checking_overlap(destination, source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
   return destination;
 }
 
 EXPORT KEEP_FRAME wchar_t *__wcscpy_chk(wchar_t *destination, const wchar_t *source,
                                         size_t destination_count) {
-  size_t characters = (checks_on() ? checked_wcslen(source, FRAME) : real.wcslen(source)) + 1;
-  if (checks_on()) check_write(destination, characters * sizeof(wchar_t), FRAME);
+  size_t characters = (checks_on() ? checked_wcslen(source, FRAME, HEAPPATROL_OP_WCSCPY_CHK) : real.wcslen(source)) + 1;
+  if (checks_on()) check_write(destination, characters * sizeof(wchar_t), FRAME, HEAPPATROL_OP_WCSCPY_CHK);
   if (destination_count < characters) __chk_fail();
   real.memmove(destination, source, characters * sizeof(wchar_t));
   return destination;

@@ -21,14 +21,16 @@ import Testing
 
   @Test(arguments: [1, 16])
   func b_readThenWriteCostsTwice(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages)
-    #expect(try minorFaults { try readEach(region.base, pages) } == UInt64(pages))
-    #expect(try minorFaults { try readEach(region.base, pages) } == 0)
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == UInt64(pages))
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == 0)
     #expect(try minorFaults { try writeEach(region.base, pages) } == UInt64(pages))
   }
 
   @Test(arguments: [1, 16])
   func c_populateFaultsInsideMmap(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages, .none)
     #expect(
       try minorFaults {
@@ -43,42 +45,45 @@ import Testing
         try space.map(
           fixed: readOnly.base, length: UInt(pages) * pageSize, protection: .read, flags: .populate)
       } == UInt64(pages))
-    #expect(try minorFaults { try readEach(readOnly.base, pages) } == 0)
+    #expect(try minorFaults { try readEach(readOnly.base, pages, into: &bytes) } == 0)
   }
 
   @Test(arguments: [1, 16])
   func d_dontNeedDropsThePages(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages)
     let length = UInt(pages) * pageSize
     try writeEach(region.base, pages)
     #expect(try minorFaults { try space.advise(region.base, length: length, .dontNeed) } == 0)
     #expect(try minorFaults { try writeEach(region.base, pages) } == UInt64(pages))
     try space.advise(region.base, length: length, .dontNeed)
-    var bytes: [UInt8] = []
-    #expect(try minorFaults { bytes = try readEach(region.base, pages) } == UInt64(pages))
+
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == UInt64(pages))
     #expect(bytes == Array(repeating: 0, count: pages))
   }
 
   @Test(arguments: [1, 16])
   func e_freeWithoutPressureKeepsDataAndCostsNothing(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages)
     try writeEach(region.base, pages, value: 0x77)
     #expect(
       try minorFaults { try space.advise(region.base, length: UInt(pages) * pageSize, .free) } == 0)
-    var bytes: [UInt8] = []
-    #expect(try minorFaults { bytes = try readEach(region.base, pages) } == 0)
+
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == 0)
     #expect(bytes == Array(repeating: 0x77, count: pages))
     #expect(try minorFaults { try writeEach(region.base, pages) } == 0)
   }
 
   @Test(arguments: [1, 16])
   func f_protectionRoundTripDoesNotRefault(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages)
     let length = UInt(pages) * pageSize
     try writeEach(region.base, pages)
     #expect(try minorFaults { try space.protect(region.base, length: length, to: .none) } == 0)
     #expect(try minorFaults { try space.protect(region.base, length: length, to: .readWrite) } == 0)
-    #expect(try minorFaults { try readEach(region.base, pages) } == 0)
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == 0)
     #expect(try minorFaults { try writeEach(region.base, pages) } == 0)
   }
 
@@ -110,23 +115,25 @@ import Testing
 
   @Test(arguments: [1, 16])
   func g_readOnlyPages(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let region = try fresh(pages)
     try writeEach(region.base, pages)
     #expect(
       try minorFaults { try space.protect(region.base, length: UInt(pages) * pageSize, to: .read) }
         == 0)
-    #expect(try minorFaults { try readEach(region.base, pages) } == 0)
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == 0)
     let untouched = try fresh(pages, .read)
-    #expect(try minorFaults { try readEach(untouched.base, pages) } == UInt64(pages))
+    #expect(try minorFaults { try readEach(untouched.base, pages, into: &bytes) } == UInt64(pages))
   }
 
   @Test(arguments: [1, 16])
   func i_sharedAnonymousReadThenWriteCostsOnce(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let written = try fresh(pages, flags: .shared)
     #expect(try minorFaults { try writeEach(written.base, pages) } == UInt64(pages))
     #expect(try minorFaults { try writeEach(written.base, pages) } == 0)
     let readFirst = try fresh(pages, flags: .shared)
-    #expect(try minorFaults { try readEach(readFirst.base, pages) } == UInt64(pages))
+    #expect(try minorFaults { try readEach(readFirst.base, pages, into: &bytes) } == UInt64(pages))
     #expect(try minorFaults { try writeEach(readFirst.base, pages) } == 0)
   }
 
@@ -175,6 +182,7 @@ import Testing
 
   @Test(arguments: [1, 16])
   func m_remappedMemoryFaultsAgainAndReadsZero(pages: Int) throws {
+    var bytes = [UInt8](repeating: 0xFF, count: pages)  // sized outside every window
     let length = UInt(pages) * pageSize
     let region = try fresh(pages)
     try writeEach(region.base, pages)
@@ -185,8 +193,8 @@ import Testing
     #expect(
       try minorFaults { try space.map(fixed: region.base, length: length, protection: .readWrite) }
         == 0)
-    var bytes: [UInt8] = []
-    #expect(try minorFaults { bytes = try readEach(region.base, pages) } == UInt64(pages))
+
+    #expect(try minorFaults { try readEach(region.base, pages, into: &bytes) } == UInt64(pages))
     #expect(bytes == Array(repeating: 0, count: pages))
   }
 

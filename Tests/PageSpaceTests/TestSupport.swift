@@ -57,12 +57,19 @@ func writeEach(_ start: UInt, _ count: Int, value: UInt8 = 0xA5) throws(PageFaul
   for index in 0..<count { try space.store(value, at: start + UInt(index) * pageSize + 7) }
 }
 
-/// Reads one byte in each of `count` pages; returns the bytes.
+/// Reads one byte in each of `count` pages into `bytes`, which the caller sized beforehand: inside a
+/// measured window nothing may allocate, since a malloc can first-touch a fresh heap page and count a
+/// minor fault that is not the test's (CI saw exactly that once under parallel load).
+func readEach(_ start: UInt, _ count: Int, into bytes: inout [UInt8]) throws(PageFault) {
+  precondition(bytes.count >= count, "size the buffer outside the measured window")
+  for index in 0..<count { bytes[index] = try space.load(start + UInt(index) * pageSize + 7) }
+}
+
+/// Reads one byte in each of `count` pages; returns the bytes. Allocates: not for measured windows.
 @discardableResult
 func readEach(_ start: UInt, _ count: Int) throws(PageFault) -> [UInt8] {
-  var bytes: [UInt8] = []
-  bytes.reserveCapacity(count)
-  for index in 0..<count { bytes.append(try space.load(start + UInt(index) * pageSize + 7)) }
+  var bytes = [UInt8](repeating: 0, count: count)
+  try readEach(start, count, into: &bytes)
   return bytes
 }
 
@@ -78,10 +85,11 @@ func minorFaults(_ body: () throws -> Void) rethrows -> UInt64 {
 func warmUpFaultPaths() throws {
   let scratch = try space.map(at: nil, length: 4 * pageSize, protection: .readWrite, flags: [])
   defer { try? space.unmap(scratch, length: 4 * pageSize) }
+  var byte: [UInt8] = [0]
   for _ in 0..<2 {
     _ = try minorFaults {
       try writeEach(scratch, 1)
-      try readEach(scratch, 1)
+      try readEach(scratch, 1, into: &byte)
       try space.advise(scratch, length: pageSize, .dontNeed)
       try space.advise(scratch, length: pageSize, .free)
       try space.advise(scratch, length: pageSize, .populateWrite)

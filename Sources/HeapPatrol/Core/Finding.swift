@@ -177,6 +177,50 @@ public enum BlockRelation: UInt8, Sendable, Hashable {
   case inside
 }
 
+/// The C library function a memory-operation check was made for (the preload's checked memcpy,
+/// strcpy, ...): named in the report of what it found.
+public enum MemoryOperation: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+  case memcpy, memmove, memset, memcmp, memchr, strlen, strcpy, strncpy, strcat, strncat
+  case strdup, strndup, bzero, explicitBzero, wmemcpy, wcscpy
+  // The fortified forms -D_FORTIFY_SOURCE compiles the calls to.
+  case memcpyChk, memmoveChk, memsetChk, explicitBzeroChk, strcpyChk, strncpyChk, strcatChk
+  case strncatChk, wmemcpyChk, wcscpyChk
+
+  /// The function's C name.
+  public var name: StaticString {
+    switch self {
+    case .memcpy: "memcpy"
+    case .memmove: "memmove"
+    case .memset: "memset"
+    case .memcmp: "memcmp"
+    case .memchr: "memchr"
+    case .strlen: "strlen"
+    case .strcpy: "strcpy"
+    case .strncpy: "strncpy"
+    case .strcat: "strcat"
+    case .strncat: "strncat"
+    case .strdup: "strdup"
+    case .strndup: "strndup"
+    case .bzero: "bzero"
+    case .explicitBzero: "explicit_bzero"
+    case .wmemcpy: "wmemcpy"
+    case .wcscpy: "wcscpy"
+    case .memcpyChk: "__memcpy_chk"
+    case .memmoveChk: "__memmove_chk"
+    case .memsetChk: "__memset_chk"
+    case .explicitBzeroChk: "__explicit_bzero_chk"
+    case .strcpyChk: "__strcpy_chk"
+    case .strncpyChk: "__strncpy_chk"
+    case .strcatChk: "__strcat_chk"
+    case .strncatChk: "__strncat_chk"
+    case .wmemcpyChk: "__wmemcpy_chk"
+    case .wcscpyChk: "__wcscpy_chk"
+    }
+  }
+
+  public var description: String { name.description }
+}
+
 /// One diagnosed bug.
 public struct Finding: Sendable, Hashable {
   public var kind: FindingKind
@@ -197,11 +241,17 @@ public struct Finding: Sendable, Hashable {
   public var detail: UInt
   /// For leaks: total bytes. For size-overflow/out-of-memory: the requested size.
   public var bytes: UInt
+  /// For findings of the checked memory operations: the operation, and the range it was about to
+  /// touch (`operationAddress`, `operationBytes`; for an overlap: the destination and the length).
+  public var operation: MemoryOperation?
+  public var operationAddress: UInt
+  public var operationBytes: UInt
 
   public init(
     kind: FindingKind, access: MemoryAccess? = nil, address: UInt, block: BlockSnapshot? = nil,
     relation: BlockRelation = .inside, distance: UInt = 0, thread: Int32, accessStack: StackID = .none,
-    detail: UInt = 0, bytes: UInt = 0
+    detail: UInt = 0, bytes: UInt = 0, operation: MemoryOperation? = nil,
+    operationAddress: UInt = 0, operationBytes: UInt = 0
   ) {
     self.kind = kind
     self.access = access
@@ -213,6 +263,9 @@ public struct Finding: Sendable, Hashable {
     self.accessStack = accessStack
     self.detail = detail
     self.bytes = bytes
+    self.operation = operation
+    self.operationAddress = operationAddress
+    self.operationBytes = operationBytes
   }
 
   /// The signed offset of `address` from the block start (the JSON `offset` field).

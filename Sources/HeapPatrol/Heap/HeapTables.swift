@@ -188,3 +188,81 @@ public struct HeapView: @unchecked Sendable {
   @inlinable
   public func owns(_ address: UInt) -> Bool { reservationIndex(containing: address) != nil }
 }
+
+/// Where the tables a lock-free `address -> live block` lookup reads are, and how they are laid out:
+/// what a reader written in another language (the preload's C memory-operation checks) needs to
+/// read them without a copy of the Swift declarations. Offsets, strides and field sizes come from
+/// `MemoryLayout` of the real types, so a change to them changes this descriptor, never the meaning
+/// of a byte on the reader's side. Readers follow the memory-ordering rules at the top of this file.
+public struct HeapTableLayout: Sendable {
+  /// The reservation directory (`reservationEntryStride` bytes per entry, never removed).
+  public var reservations: UInt
+  /// The number of entries in use: a machine word, loaded with acquiring ordering.
+  public var reservationCount: UInt
+  public var reservationCountSize: Int
+  /// One record number (`UInt32`, acquiring loads) per reservation, for dedicated reservations.
+  public var dedicatedRecords: UInt
+  /// The block records (`recordStride` bytes each; record number 0 is never used).
+  public var records: UInt
+  public var recordCapacity: Int
+  public var pageSize: UInt
+  /// Stride of the page map's and the dedicated records' entries (`Atomic<UInt32>`).
+  public var recordNumberStride: Int
+  public var recordNumberSize: Int
+
+  public var reservationEntryStride: Int
+  public var reservationBase: FieldLayout
+  public var reservationLength: FieldLayout
+  /// The page map's address (0 for a dedicated reservation).
+  public var reservationPageMap: FieldLayout
+  /// A `Bool`: the reservation holds one block whose record number is in `dedicatedRecords`.
+  public var reservationDedicated: FieldLayout
+
+  public var recordStride: Int
+  public var recordAddress: FieldLayout
+  public var recordSize: FieldLayout
+  public var recordState: FieldLayout
+  public var recordReservation: FieldLayout
+  /// The `state` value of a live block.
+  public var liveState: UInt8
+
+  /// A stored field: its byte offset in its struct and its size.
+  public struct FieldLayout: Sendable {
+    public var offset: Int
+    public var size: Int
+  }
+}
+
+extension HeapTableLayout.FieldLayout {
+  static func of<Root, Value>(_ field: WritableKeyPath<Root, Value>) -> Self {
+    // Stored properties of a struct always have an offset; nil would mean a computed property.
+    Self(offset: MemoryLayout<Root>.offset(of: field)!, size: MemoryLayout<Value>.size)
+  }
+}
+
+extension HeapView {
+  /// The layout descriptor of this heap's tables (see `HeapTableLayout`).
+  public var tableLayout: HeapTableLayout {
+    HeapTableLayout(
+      reservations: UInt(bitPattern: reservations),
+      reservationCount: UInt(bitPattern: reservationCount),
+      reservationCountSize: MemoryLayout<Atomic<Int>>.size,
+      dedicatedRecords: UInt(bitPattern: dedicatedRecords),
+      records: UInt(bitPattern: records),
+      recordCapacity: recordCapacity,
+      pageSize: pageSize,
+      recordNumberStride: MemoryLayout<Atomic<UInt32>>.stride,
+      recordNumberSize: MemoryLayout<Atomic<UInt32>>.size,
+      reservationEntryStride: MemoryLayout<ReservationEntry>.stride,
+      reservationBase: .of(\ReservationEntry.base),
+      reservationLength: .of(\ReservationEntry.length),
+      reservationPageMap: .of(\ReservationEntry.pageMap),
+      reservationDedicated: .of(\ReservationEntry.dedicated),
+      recordStride: MemoryLayout<BlockRecord>.stride,
+      recordAddress: .of(\BlockRecord.address),
+      recordSize: .of(\BlockRecord.size),
+      recordState: .of(\BlockRecord.state),
+      recordReservation: .of(\BlockRecord.reservation),
+      liveState: BlockState.live.rawValue)
+  }
+}

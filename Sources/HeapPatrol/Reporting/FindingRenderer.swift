@@ -78,6 +78,11 @@ public struct FindingRenderer {
       out.append(")\n  ")
       appendDescription(finding, into: &out)
       out.append("\n")
+      if finding.operation != nil {
+        out.append("  ")
+        appendOperation(finding, into: &out)
+        out.append("\n")
+      }
       if finding.kind == .allocDeallocMismatch, let block = finding.block,
         let freeAPI = block.freeAPI
       {
@@ -208,6 +213,30 @@ public struct FindingRenderer {
     }
   }
 
+  /// The memory operation a finding was made at, e.g. `operation: memcpy (WRITE of 17 bytes at
+  /// 0x00007f2a1c3ff000)`, or for an overlap `operation: memcpy (17 bytes from 0x... to 0x...)`.
+  public func appendOperation(_ finding: Finding, into out: inout ReportBuffer) {
+    guard let operation = finding.operation else { return }
+    out.append("operation: ")
+    out.append(operation.name)
+    out.append(" (")
+    if finding.kind == .memcpyParamOverlap {
+      out.append(decimal: finding.operationBytes)
+      out.append(finding.operationBytes == 1 ? " byte from " : " bytes from ")
+      out.append(address: finding.detail)
+      out.append(" to ")
+    } else {
+      if let access = finding.access {
+        out.append(FindingRenderer.accessName(access))
+        out.append(" of ")
+      }
+      out.append(decimal: finding.operationBytes)
+      out.append(finding.operationBytes == 1 ? " byte at " : " bytes at ")
+    }
+    out.append(address: finding.operationAddress)
+    out.append(")")
+  }
+
   func firstFrame(_ stack: StackID) -> UInt? {
     guard let depot, stack != .none else { return nil }
     let frames = depot.frames(of: stack)
@@ -247,7 +276,9 @@ public struct FindingRenderer {
   /// "thread":...,"offset":...,"relation":...,"distance":...,"block":{...},"accessStack":[...],
   /// "allocationStack":[...],"freeStack":[...],"message":...}` plus `count`/`bytes` for leaks,
   /// `bytes` for size-overflow/out-of-memory/bad-alignment (the request), `alignment` for
-  /// bad-alignment and `firstBadByte` for canary corruption. `access` is absent when not applicable;
+  /// bad-alignment, `firstBadByte` for canary corruption, and for findings of the checked memory
+  /// operations `operation` (the C function's name), `operationAddress` and `operationBytes` (the
+  /// range it was about to touch; for an overlap, the destination). `access` is absent when not applicable;
   /// `offset`/`relation`/`distance`/`block` are absent without a block.
   public func renderJSON(_ finding: Finding, into out: inout ReportBuffer) {
     out.append("{\"heappatrol\":")
@@ -324,6 +355,14 @@ public struct FindingRenderer {
       out.append(",\"bytes\":")
       out.append(decimal: finding.bytes)
     default: break
+    }
+    if let operation = finding.operation {
+      out.append(",\"operation\":\"")
+      out.append(operation.name)
+      out.append("\",\"operationAddress\":")
+      out.appendJSONHex(finding.operationAddress)
+      out.append(",\"operationBytes\":")
+      out.append(decimal: finding.operationBytes)
     }
     out.append(",\"message\":\"")
     appendMessage(finding, into: &out)

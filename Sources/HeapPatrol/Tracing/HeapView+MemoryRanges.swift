@@ -87,3 +87,37 @@ extension HeapView {
     return 1
   }
 }
+
+extension HeapView {
+  /// Every address where the answer of an address -> block lookup can change, for tests comparing
+  /// two lookups (the preload's C one against `liveBounds`): each reservation's first and last byte
+  /// and the bytes just outside it; for every record ever used (live, freed or recycled), its
+  /// block's first and last byte and the bytes just outside (canary slack), its accessible range's
+  /// edges, the first byte of its run and of the guard page after it. Allocation-free.
+  public func forEachBoundaryAddress(_ body: (UInt) -> Void) {
+    let count = reservationCount.pointee.load(ordering: .acquiring)
+    for index in 0..<count {
+      let entry = reservations[index]
+      body(entry.base &- 1)
+      body(entry.base)
+      body(entry.end &- 1)
+      body(entry.end)
+    }
+    var number = 1
+    // Records are handed out in order; the first never-used one (sequence 0) ends the used part.
+    while number < recordCapacity && records[number].sequence != 0 {
+      let record = records[number]
+      body(record.address &- 1)
+      body(record.address)
+      body(record.end &- 1)
+      body(record.end)
+      body(record.accessibleStart &- 1)
+      body(record.accessibleStart)
+      body(record.accessibleEnd &- 1)
+      body(record.accessibleEnd)
+      body(record.runBase)
+      body(record.runBase &+ UInt(record.runPages) &* pageSize)
+      number += 1
+    }
+  }
+}
