@@ -326,3 +326,43 @@ struct HeapDiagnoseTests {
     }
   }
 }
+
+@Suite("Heap behaviour: the slack canary bound")
+struct SlackCanaryTests {
+  /// An upper-placed 100-byte block leaves ~4 KiB of slack below it on its page. By default only the
+  /// 256 bytes nearest the block are canary; `slack_canary=0` canaries (and checks) all of it.
+  @Test(arguments: HeapSpaceKind.allCases)
+  func underflowsAreCheckedWithinTheBound(_ kind: HeapSpaceKind) throws {
+    for (limit, checkedDistances, uncheckedDistances) in [
+      (UInt?(256), [1, 100, 256], [257, 1000, 3900]),
+      (UInt?(nil), [1, 257, 3900], []),
+    ] as [(UInt?, [UInt], [UInt])] {
+      var configuration = testConfiguration(alignment: .fixed(16))
+      configuration.slackCanaryLimit = limit
+      try withHeap(kind, configuration) { heap in
+        for distance in checkedDistances + uncheckedDistances {
+          let address = try heap.allocate(100, api: .malloc)
+          #expect(!heap.storeFaults(at: address - distance, value: 0x00))
+          let findings = heap.deallocate(address, api: .free).findings
+          if checkedDistances.contains(distance) {
+            let corruption = findings.first(of: .canaryCorruption)
+            #expect(
+              corruption?.detail == address - distance,
+              "limit \(String(describing: limit)), \(distance) below")
+            #expect(corruption?.relation == .beforeStart && corruption?.distance == distance)
+          } else {
+            #expect(
+              findings.isEmpty,
+              "\(distance) below is outside the \(String(describing: limit))-byte bound")
+          }
+        }
+        // The bytes past the end up to the guard page are always within the bound (< alignment).
+        let address = try heap.allocate(100, api: .malloc)
+        #expect(!heap.storeFaults(at: address + 100, value: 0x00))
+        #expect(
+          heap.deallocate(address, api: .free).findings.first(of: .canaryCorruption)?.detail
+            == address + 100)
+      }
+    }
+  }
+}

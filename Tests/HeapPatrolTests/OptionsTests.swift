@@ -39,6 +39,7 @@ struct OptionsTests {
       "freeFill": "free_byte", "canaryByte": "canary_byte", "redZoneSize": "redzone",
       "heapLimit": "limit", "faultInjection": "fail_every", "reservationSize": "reservation",
       "rememberedReleasedBlocks": "remembered_blocks", "maximumRecords": "max_records",
+      "slackCanaryLimit": "slack_canary",
     ]
     let names = Set(OptionsTable.all.map(\.name))
     for field in fields {
@@ -67,6 +68,8 @@ struct OptionsTests {
     ("free_byte=none", { $0.heap.freeFill == nil }),
     ("free_byte=200", { $0.heap.freeFill == 200 }),
     ("canary_byte=0xcc", { $0.heap.canaryByte == 0xCC }),
+    ("slack_canary=0", { $0.heap.slackCanaryLimit == nil }),
+    ("slack_canary=64", { $0.heap.slackCanaryLimit == 64 }),
     ("redzone=64", { $0.heap.redZoneSize == 64 }),
     ("limit=2g", { $0.heap.heapLimit == 2 << 30 }),
     ("fail_every=10", { $0.heap.faultInjection.failEvery == 10 }),

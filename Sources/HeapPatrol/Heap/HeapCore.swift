@@ -370,20 +370,21 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     return .pending(PendingAllocation(record: number, placement: placement, alignment: alignment))
   }
 
-  /// Phase 2 of an allocation (unlocked): canary everything accessible around the block; the block
-  /// itself gets the allocation fill.
+  /// Phase 2 of an allocation (unlocked): canary the accessible bytes around the block (see
+  /// `canaryZones`); the block itself gets the allocation fill.
   @usableFromInline
   func fillNewBlock(_ placed: Placement, _ request: AllocationRequest) {
     let address = placed.address
-    let accessible = placed.accessible
     let size = request.size
-    if address > accessible.start {
-      space.fill(
-        accessible.start, count: address - accessible.start, with: configuration.canaryByte)
-    }
     let end = address + size
-    if accessible.end > end {
-      space.fill(end, count: accessible.end - end, with: configuration.canaryByte)
+    let zones = canaryZones(
+      accessible: placed.accessible, block: AddressRange(start: address, end: end),
+      protection: placed.protection)
+    if zones.below.length > 0 {
+      space.fill(zones.below.start, count: zones.below.length, with: configuration.canaryByte)
+    }
+    if zones.above.length > 0 {
+      space.fill(zones.above.start, count: zones.above.length, with: configuration.canaryByte)
     }
     if request.zeroed {
       // Guarded pages are always zero when handed out (fresh, guard-removed, or DONTNEED'd on free).
@@ -968,19 +969,36 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     return (.inside, address - record.address)
   }
 
+  /// The canary bytes below and above a block: everything accessible around it for canary-mode
+  /// blocks (their only protection), for guarded blocks the `slackCanaryLimit` bytes nearest to it.
+  @usableFromInline
+  func canaryZones(accessible: AddressRange, block: AddressRange, protection: BlockProtection)
+    -> (below: AddressRange, above: AddressRange)
+  {
+    var below = AddressRange(start: accessible.start, end: max(block.start, accessible.start))
+    var above = AddressRange(start: min(block.end, accessible.end), end: accessible.end)
+    if protection != .canary, let limit = configuration.slackCanaryLimit {
+      if below.length > limit { below = AddressRange(start: block.start - limit, end: block.start) }
+      if above.length > limit { above = AddressRange(start: block.end, end: block.end + limit) }
+    }
+    return (below, above)
+  }
+
   /// The first canary byte that is not the pattern, before or after the live block.
   @usableFromInline
   func checkCanaries(record number: UInt32, thread: Int32, stack: StackID) -> Finding? {
     let record = view.records[Int(number)]
     let byte = configuration.canaryByte
+    let zones = canaryZones(
+      accessible: AddressRange(start: record.accessibleStart, end: record.accessibleEnd),
+      block: AddressRange(start: record.address, end: record.end),
+      protection: BlockProtection(rawValue: record.protection) ?? .canary)
     var bad: UInt? = nil
-    if record.address > record.accessibleStart {
-      bad = space.firstMismatch(
-        record.accessibleStart, count: record.address - record.accessibleStart, expected: byte)
+    if zones.below.length > 0 {
+      bad = space.firstMismatch(zones.below.start, count: zones.below.length, expected: byte)
     }
-    if bad == nil && record.accessibleEnd > record.end {
-      bad = space.firstMismatch(
-        record.end, count: record.accessibleEnd - record.end, expected: byte)
+    if bad == nil && zones.above.length > 0 {
+      bad = space.firstMismatch(zones.above.start, count: zones.above.length, expected: byte)
     }
     guard let bad else { return nil }
     // Before the block, the byte nearest to the block is the interesting one for an underflow; the

@@ -228,6 +228,9 @@ extension RuntimeOptions {
     case .canaryByte:
       guard let byte = parseByte(value) else { return false }
       heap.canaryByte = byte
+    case .slackCanary:
+      guard let number = parseSize(value) else { return false }
+      heap.slackCanaryLimit = number == 0 ? nil : number
     case .redZone:
       guard let number = parseSize(value), number <= 64 << 10 else { return false }
       heap.redZoneSize = number

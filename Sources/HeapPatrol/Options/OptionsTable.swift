@@ -76,6 +76,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
   case allocByteLimit
   case freeByte
   case canaryByte
+  case slackCanary
   case redZone
   case limit
   case failEvery
@@ -127,6 +128,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .allocByteLimit: "alloc_byte_limit"
     case .freeByte: "free_byte"
     case .canaryByte: "canary_byte"
+    case .slackCanary: "slack_canary"
     case .redZone: "redzone"
     case .limit: "limit"
     case .failEvery: "fail_every"
@@ -162,7 +164,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .vmaHeadroom, .vmaBudget, .quarantineCount, .failEvery, .failSeed, .rememberedBlocks,
       .maxRecords, .logFD, .fatalExitCode, .leakExitCode, .stackDepth, .sample, .sampleSeed:
       .int
-    case .quarantineBytes, .redZone, .limit, .reservation, .allocByteLimit: .size
+    case .quarantineBytes, .redZone, .limit, .reservation, .allocByteLimit, .slackCanary: .size
     case .allocByte, .freeByte, .canaryByte: .byte
     case .noFree, .textReport, .detectLeaks, .showReachable, .checkOnExit, .haltOnError,
       .reportSizeOverflow, .reportOutOfMemory, .verbose, .checkMemoryOperations:
@@ -185,6 +187,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .allocByteLimit: "1m"
     case .freeByte: "0x55"
     case .canaryByte: "0xaa"
+    case .slackCanary: "256"
     case .redZone: "32"
     case .limit: "0"
     case .failEvery: "0"
@@ -237,6 +240,8 @@ public enum OptionKey: UInt8, Sendable, Hashable {
       "fill byte for freed memory that stays accessible (mpatrol FREEBYTE); none = leave it"
     case .canaryByte:
       "pattern byte of the slack between a block and its guard, and of red zones (mpatrol OFLOWBYTE)"
+    case .slackCanary:
+      "canary bytes on each side of a guarded block, in the page slack next to it; checked on free and realloc; 0 = the whole slack (up to a page: slower)"
     case .redZone:
       "red zone before and after a block without page protection, in bytes (mpatrol OFLOWSIZE)"
     case .limit:
