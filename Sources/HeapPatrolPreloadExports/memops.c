@@ -197,7 +197,8 @@ void heappatrol_memops_configure(int enabled, const heappatrol_heap_layout *layo
 
 // Fields of the tables. Records and reservation entries may be rewritten while we read them (see
 // HeapTables.swift): relaxed atomic loads say so and cost the same as plain ones.
-#define FIELD(base, offset, type) __atomic_load_n((const type *)((base) + (offset)), __ATOMIC_RELAXED)
+#define FIELD(base, offset, type) \
+  __atomic_load_n((const type *)((base) + (offset)), __ATOMIC_RELAXED)
 
 enum { NOT_HEAP = 0, LIVE_BLOCK = 1, HEAP_OTHER = 2 };
 
@@ -254,6 +255,11 @@ int heappatrol_memops_lookup(const void *address, size_t *start, size_t *end) {
   }
   return found;
 }
+
+// The reentrancy flag's reader, called directly rather than through the PLT: it is defined in this
+// same library (CShims is linked into it), so the call needs no run-time symbol resolution. (This
+// makes the symbol local to the library: nothing outside calls it.)
+extern __attribute__((visibility("hidden"))) int cshim_is_inside(void);
 
 // Checks are on and this call is the program's: HeapPatrol's own copies (struct copies, canary
 // fills, a realloc's copy) run with the thread's reentrancy flag set and go straight to glibc.
@@ -363,31 +369,36 @@ INLINE void *checked_copy(void *destination, const void *source, size_t length, 
 // ---- The exported operations ---------------------------------------------------------------------
 
 EXPORT KEEP_FRAME void *memcpy(void *restrict destination, const void *restrict source, size_t length) {
+  const unsigned char operation = HEAPPATROL_OP_MEMCPY;
   if (!checks_on() || length == 0) return real.memcpy(destination, source, length);
-  return checked_copy(destination, source, length, FRAME, HEAPPATROL_OP_MEMCPY);
+  return checked_copy(destination, source, length, FRAME, operation);
 }
 
 EXPORT KEEP_FRAME void *memmove(void *destination, const void *source, size_t length) {
+  const unsigned char operation = HEAPPATROL_OP_MEMMOVE;
   if (checks_on() && length != 0) {
-    check_read(source, length, FRAME, HEAPPATROL_OP_MEMMOVE);
-    check_write(destination, length, FRAME, HEAPPATROL_OP_MEMMOVE);
+    check_read(source, length, FRAME, operation);
+    check_write(destination, length, FRAME, operation);
   }
   return real.memmove(destination, source, length);
 }
 
 EXPORT KEEP_FRAME void *memset(void *destination, int value, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_MEMSET);
+  const unsigned char operation = HEAPPATROL_OP_MEMSET;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   return real.memset(destination, value, length);
 }
 
 EXPORT KEEP_FRAME void bzero(void *destination, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_BZERO);
+  const unsigned char operation = HEAPPATROL_OP_BZERO;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   real.memset(destination, 0, length);
   __asm__ volatile("");
 }
 
 EXPORT KEEP_FRAME void explicit_bzero(void *destination, size_t length) {
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_EXPLICIT_BZERO);
+  const unsigned char operation = HEAPPATROL_OP_EXPLICIT_BZERO;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   real.explicit_bzero(destination, length);
   __asm__ volatile("");
 }
@@ -395,9 +406,10 @@ EXPORT KEEP_FRAME void explicit_bzero(void *destination, size_t length) {
 // Like AddressSanitizer's strict_memcmp: all `length` bytes of both sides must be valid, even if the
 // comparison could stop earlier.
 EXPORT KEEP_FRAME int memcmp(const void *left, const void *right, size_t length) {
+  const unsigned char operation = HEAPPATROL_OP_MEMCMP;
   if (checks_on()) {
-    check_read(left, length, FRAME, HEAPPATROL_OP_MEMCMP);
-    check_read(right, length, FRAME, HEAPPATROL_OP_MEMCMP);
+    check_read(left, length, FRAME, operation);
+    check_read(right, length, FRAME, operation);
   }
   int result = real.memcmp(left, right, length);
   __asm__ volatile("");
@@ -407,31 +419,34 @@ EXPORT KEEP_FRAME int memcmp(const void *left, const void *right, size_t length)
 // memchr may stop at the first match: only the bytes up to the match must be valid. Search within
 // the block first; past it, the search would have read outside the block.
 EXPORT KEEP_FRAME void *memchr(const void *source, int value, size_t length) {
+  const unsigned char operation = HEAPPATROL_OP_MEMCHR;
   if (!checks_on() || length == 0) return real.memchr(source, value, length);
   size_t limit = readable_bytes(source);
   if (limit >= length) return real.memchr(source, value, length);
   void *found = real.memchr(source, value, limit);
-  if (found == NULL) heappatrol_check_range(source, limit + 1, ACCESS_READ, FRAME, HEAPPATROL_OP_MEMCHR);
+  if (found == NULL) heappatrol_check_range(source, limit + 1, ACCESS_READ, FRAME, operation);
   return found;
 }
 
 EXPORT KEEP_FRAME size_t strlen(const char *text) {
+  const unsigned char operation = HEAPPATROL_OP_STRLEN;
   if (!checks_on()) return real.strlen(text);
-  size_t length = checked_strlen(text, FRAME, HEAPPATROL_OP_STRLEN);
+  size_t length = checked_strlen(text, FRAME, operation);
   __asm__ volatile("");
   return length;
 }
 
 EXPORT KEEP_FRAME char *strcpy(char *restrict destination, const char *restrict source) {
+  const unsigned char operation = HEAPPATROL_OP_STRCPY;
   if (!checks_on()) {
     size_t length = real.strlen(source);
     real.memcpy(destination, source, length + 1);
     return destination;
   }
-  size_t length = checked_strlen(source, FRAME, HEAPPATROL_OP_STRCPY) + 1;
-  check_write(destination, length, FRAME, HEAPPATROL_OP_STRCPY);
+  size_t length = checked_strlen(source, FRAME, operation) + 1;
+  check_write(destination, length, FRAME, operation);
   if (UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, FRAME, HEAPPATROL_OP_STRCPY);
+    heappatrol_report_overlap(destination, source, length, FRAME, operation);
     real.memmove(destination, source, length);
   } else {
     real.memcpy(destination, source, length);
@@ -441,13 +456,14 @@ EXPORT KEEP_FRAME char *strcpy(char *restrict destination, const char *restrict 
 
 // strncpy reads up to `count` bytes of the source (fewer at its NUL) and always writes `count`.
 EXPORT KEEP_FRAME char *strncpy(char *restrict destination, const char *restrict source, size_t count) {
+  const unsigned char operation = HEAPPATROL_OP_STRNCPY;
   size_t length;
   if (checks_on()) {
-    length = checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCPY);
+    length = checked_strnlen(source, count, FRAME, operation);
     size_t read = length < count ? length + 1 : count;
-    check_write(destination, count, FRAME, HEAPPATROL_OP_STRNCPY);
+    check_write(destination, count, FRAME, operation);
     if (UNLIKELY(overlapping(destination, count, source, read))) {
-      heappatrol_report_overlap(destination, source, read, FRAME, HEAPPATROL_OP_STRNCPY);
+      heappatrol_report_overlap(destination, source, read, FRAME, operation);
       real.memmove(destination, source, length);
       real.memset(destination + length, 0, count - length);
       return destination;
@@ -461,16 +477,17 @@ EXPORT KEEP_FRAME char *strncpy(char *restrict destination, const char *restrict
 }
 
 EXPORT KEEP_FRAME char *strcat(char *restrict destination, const char *restrict source) {
+  const unsigned char operation = HEAPPATROL_OP_STRCAT;
   if (!checks_on()) {
     size_t existing = real.strlen(destination), length = real.strlen(source);
     real.memcpy(destination + existing, source, length + 1);
     return destination;
   }
-  size_t existing = checked_strlen(destination, FRAME, HEAPPATROL_OP_STRCAT);
-  size_t length = checked_strlen(source, FRAME, HEAPPATROL_OP_STRCAT) + 1;
-  check_write(destination + existing, length, FRAME, HEAPPATROL_OP_STRCAT);
+  size_t existing = checked_strlen(destination, FRAME, operation);
+  size_t length = checked_strlen(source, FRAME, operation) + 1;
+  check_write(destination + existing, length, FRAME, operation);
   if (UNLIKELY(overlapping(destination, existing + length, source, length))) {
-    heappatrol_report_overlap(destination + existing, source, length, FRAME, HEAPPATROL_OP_STRCAT);
+    heappatrol_report_overlap(destination + existing, source, length, FRAME, operation);
     real.memmove(destination + existing, source, length);
   } else {
     real.memcpy(destination + existing, source, length);
@@ -480,13 +497,14 @@ EXPORT KEEP_FRAME char *strcat(char *restrict destination, const char *restrict 
 
 // strncat appends at most `count` bytes of the source, then a NUL.
 EXPORT KEEP_FRAME char *strncat(char *restrict destination, const char *restrict source, size_t count) {
+  const unsigned char operation = HEAPPATROL_OP_STRNCAT;
   size_t existing, length;
   if (checks_on()) {
-    existing = checked_strlen(destination, FRAME, HEAPPATROL_OP_STRNCAT);
-    length = checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCAT);
-    check_write(destination + existing, length + 1, FRAME, HEAPPATROL_OP_STRNCAT);
+    existing = checked_strlen(destination, FRAME, operation);
+    length = checked_strnlen(source, count, FRAME, operation);
+    check_write(destination + existing, length + 1, FRAME, operation);
     if (UNLIKELY(overlapping(destination, existing + length + 1, source, length))) {
-      heappatrol_report_overlap(destination + existing, source, length, FRAME, HEAPPATROL_OP_STRNCAT);
+      heappatrol_report_overlap(destination + existing, source, length, FRAME, operation);
       real.memmove(destination + existing, source, length);
       destination[existing + length] = 0;
       return destination;
@@ -514,17 +532,19 @@ static inline __attribute__((always_inline)) char *duplicate(const char *source,
 }
 
 EXPORT KEEP_FRAME char *strdup(const char *source) {
+  const unsigned char operation = HEAPPATROL_OP_STRDUP;
   if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE)) {
     size_t length = real.strlen(source);
     char *copy = malloc(length + 1);
     if (copy != NULL) real.memcpy(copy, source, length + 1);
     return copy;
   }
-  size_t length = checks_on() ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRDUP) : real.strlen(source);
+  size_t length = checks_on() ? checked_strlen(source, FRAME, operation) : real.strlen(source);
   return duplicate(source, length, FRAME);
 }
 
 EXPORT KEEP_FRAME char *strndup(const char *source, size_t count) {
+  const unsigned char operation = HEAPPATROL_OP_STRNDUP;
   if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE)) {
     size_t length = real.strnlen(source, count);
     char *copy = malloc(length + 1);
@@ -534,32 +554,35 @@ EXPORT KEEP_FRAME char *strndup(const char *source, size_t count) {
     }
     return copy;
   }
-  size_t length = checks_on() ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNDUP) : real.strnlen(source, count);
+  size_t length =
+      checks_on() ? checked_strnlen(source, count, FRAME, operation) : real.strnlen(source, count);
   return duplicate(source, length, FRAME);
 }
 
 EXPORT KEEP_FRAME wchar_t *wmemcpy(wchar_t *restrict destination, const wchar_t *restrict source,
                                    size_t count) {
+  const unsigned char operation = HEAPPATROL_OP_WMEMCPY;
   size_t bytes = count * sizeof(wchar_t);
   if (!checks_on() || bytes == 0) {
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  checked_copy(destination, source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY);
+  checked_copy(destination, source, bytes, FRAME, operation);
   return destination;
 }
 
 EXPORT KEEP_FRAME wchar_t *wcscpy(wchar_t *restrict destination, const wchar_t *restrict source) {
+  const unsigned char operation = HEAPPATROL_OP_WCSCPY;
   size_t bytes;
   if (!checks_on()) {
     bytes = (real.wcslen(source) + 1) * sizeof(wchar_t);
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  bytes = (checked_wcslen(source, FRAME, HEAPPATROL_OP_WCSCPY) + 1) * sizeof(wchar_t);
-  check_write(destination, bytes, FRAME, HEAPPATROL_OP_WCSCPY);
+  bytes = (checked_wcslen(source, FRAME, operation) + 1) * sizeof(wchar_t);
+  check_write(destination, bytes, FRAME, operation);
   if (UNLIKELY(overlapping(destination, bytes, source, bytes))) {
-    heappatrol_report_overlap(destination, source, bytes, FRAME, HEAPPATROL_OP_WCSCPY);
+    heappatrol_report_overlap(destination, source, bytes, FRAME, operation);
     real.memmove(destination, source, bytes);
   } else {
     real.memcpy(destination, source, bytes);
@@ -573,21 +596,23 @@ EXPORT KEEP_FRAME wchar_t *wcscpy(wchar_t *restrict destination, const wchar_t *
 
 EXPORT KEEP_FRAME void *__memcpy_chk(void *destination, const void *source, size_t length,
                                      size_t destination_size) {
+  const unsigned char operation = HEAPPATROL_OP_MEMCPY_CHK;
   if (!checks_on() || length == 0) {
     if (destination_size < length) __chk_fail();
     return real.memcpy(destination, source, length);
   }
-  check_read(source, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
-  check_write(destination, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
+  check_read(source, length, FRAME, operation);
+  check_write(destination, length, FRAME, operation);
   if (destination_size < length) __chk_fail();
-  return copy_checking_overlap(destination, source, length, FRAME, HEAPPATROL_OP_MEMCPY_CHK);
+  return copy_checking_overlap(destination, source, length, FRAME, operation);
 }
 
 EXPORT KEEP_FRAME void *__memmove_chk(void *destination, const void *source, size_t length,
                                       size_t destination_size) {
+  const unsigned char operation = HEAPPATROL_OP_MEMMOVE_CHK;
   if (checks_on() && length != 0) {
-    check_read(source, length, FRAME, HEAPPATROL_OP_MEMMOVE_CHK);
-    check_write(destination, length, FRAME, HEAPPATROL_OP_MEMMOVE_CHK);
+    check_read(source, length, FRAME, operation);
+    check_write(destination, length, FRAME, operation);
   }
   if (destination_size < length) __chk_fail();
   return real.memmove(destination, source, length);
@@ -595,25 +620,29 @@ EXPORT KEEP_FRAME void *__memmove_chk(void *destination, const void *source, siz
 
 EXPORT KEEP_FRAME void *__memset_chk(void *destination, int value, size_t length,
                                      size_t destination_size) {
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_MEMSET_CHK);
+  const unsigned char operation = HEAPPATROL_OP_MEMSET_CHK;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   if (destination_size < length) __chk_fail();
   return real.memset(destination, value, length);
 }
 
 EXPORT KEEP_FRAME void __explicit_bzero_chk(void *destination, size_t length,
                                             size_t destination_size) {
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_EXPLICIT_BZERO_CHK);
+  const unsigned char operation = HEAPPATROL_OP_EXPLICIT_BZERO_CHK;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   if (destination_size < length) __chk_fail();
   real.explicit_bzero(destination, length);
   __asm__ volatile("");
 }
 
 EXPORT KEEP_FRAME char *__strcpy_chk(char *destination, const char *source, size_t destination_size) {
-  size_t length = (checks_on() ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRCPY_CHK) : real.strlen(source)) + 1;
-  if (checks_on()) check_write(destination, length, FRAME, HEAPPATROL_OP_STRCPY_CHK);
+  const unsigned char operation = HEAPPATROL_OP_STRCPY_CHK;
+  size_t length =
+      (checks_on() ? checked_strlen(source, FRAME, operation) : real.strlen(source)) + 1;
+  if (checks_on()) check_write(destination, length, FRAME, operation);
   if (destination_size < length) __chk_fail();
   if (checks_on() && UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, FRAME, HEAPPATROL_OP_STRCPY_CHK);
+    heappatrol_report_overlap(destination, source, length, FRAME, operation);
     real.memmove(destination, source, length);
     return destination;
   }
@@ -623,19 +652,22 @@ EXPORT KEEP_FRAME char *__strcpy_chk(char *destination, const char *source, size
 
 EXPORT KEEP_FRAME char *__strncpy_chk(char *destination, const char *source, size_t count,
                                       size_t destination_size) {
+  const unsigned char operation = HEAPPATROL_OP_STRNCPY_CHK;
   if (destination_size < count) __chk_fail();
-  size_t length = checks_on() ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCPY_CHK) : real.strnlen(source, count);
-  if (checks_on()) check_write(destination, count, FRAME, HEAPPATROL_OP_STRNCPY_CHK);
+  size_t length =
+      checks_on() ? checked_strnlen(source, count, FRAME, operation) : real.strnlen(source, count);
+  if (checks_on()) check_write(destination, count, FRAME, operation);
   real.memmove(destination, source, length);
   real.memset(destination + length, 0, count - length);
   return destination;
 }
 
 EXPORT KEEP_FRAME char *__strcat_chk(char *destination, const char *source, size_t destination_size) {
+  const unsigned char operation = HEAPPATROL_OP_STRCAT_CHK;
   int on = checks_on();
-  size_t existing = on ? checked_strlen(destination, FRAME, HEAPPATROL_OP_STRCAT_CHK) : real.strlen(destination);
-  size_t length = (on ? checked_strlen(source, FRAME, HEAPPATROL_OP_STRCAT_CHK) : real.strlen(source)) + 1;
-  if (on) check_write(destination + existing, length, FRAME, HEAPPATROL_OP_STRCAT_CHK);
+  size_t existing = on ? checked_strlen(destination, FRAME, operation) : real.strlen(destination);
+  size_t length = (on ? checked_strlen(source, FRAME, operation) : real.strlen(source)) + 1;
+  if (on) check_write(destination + existing, length, FRAME, operation);
   if (destination_size < existing + length) __chk_fail();
   real.memmove(destination + existing, source, length);
   return destination;
@@ -643,10 +675,12 @@ EXPORT KEEP_FRAME char *__strcat_chk(char *destination, const char *source, size
 
 EXPORT KEEP_FRAME char *__strncat_chk(char *destination, const char *source, size_t count,
                                       size_t destination_size) {
+  const unsigned char operation = HEAPPATROL_OP_STRNCAT_CHK;
   int on = checks_on();
-  size_t existing = on ? checked_strlen(destination, FRAME, HEAPPATROL_OP_STRNCAT_CHK) : real.strlen(destination);
-  size_t length = on ? checked_strnlen(source, count, FRAME, HEAPPATROL_OP_STRNCAT_CHK) : real.strnlen(source, count);
-  if (on) check_write(destination + existing, length + 1, FRAME, HEAPPATROL_OP_STRNCAT_CHK);
+  size_t existing = on ? checked_strlen(destination, FRAME, operation) : real.strlen(destination);
+  size_t length =
+      on ? checked_strnlen(source, count, FRAME, operation) : real.strnlen(source, count);
+  if (on) check_write(destination + existing, length + 1, FRAME, operation);
   if (destination_size < existing + length + 1) __chk_fail();
   real.memmove(destination + existing, source, length);
   destination[existing + length] = 0;
@@ -655,23 +689,26 @@ EXPORT KEEP_FRAME char *__strncat_chk(char *destination, const char *source, siz
 
 EXPORT KEEP_FRAME wchar_t *__wmemcpy_chk(wchar_t *destination, const wchar_t *source, size_t count,
                                          size_t destination_count) {
+  const unsigned char operation = HEAPPATROL_OP_WMEMCPY_CHK;
   size_t bytes = count * sizeof(wchar_t);
   if (!checks_on() || bytes == 0) {
     if (destination_count < count) __chk_fail();
     real.memcpy(destination, source, bytes);
     return destination;
   }
-  check_read(source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
-  check_write(destination, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
+  check_read(source, bytes, FRAME, operation);
+  check_write(destination, bytes, FRAME, operation);
   if (destination_count < count) __chk_fail();
-  copy_checking_overlap(destination, source, bytes, FRAME, HEAPPATROL_OP_WMEMCPY_CHK);
+  copy_checking_overlap(destination, source, bytes, FRAME, operation);
   return destination;
 }
 
 EXPORT KEEP_FRAME wchar_t *__wcscpy_chk(wchar_t *destination, const wchar_t *source,
                                         size_t destination_count) {
-  size_t characters = (checks_on() ? checked_wcslen(source, FRAME, HEAPPATROL_OP_WCSCPY_CHK) : real.wcslen(source)) + 1;
-  if (checks_on()) check_write(destination, characters * sizeof(wchar_t), FRAME, HEAPPATROL_OP_WCSCPY_CHK);
+  const unsigned char operation = HEAPPATROL_OP_WCSCPY_CHK;
+  size_t characters =
+      (checks_on() ? checked_wcslen(source, FRAME, operation) : real.wcslen(source)) + 1;
+  if (checks_on()) check_write(destination, characters * sizeof(wchar_t), FRAME, operation);
   if (destination_count < characters) __chk_fail();
   real.memmove(destination, source, characters * sizeof(wchar_t));
   return destination;

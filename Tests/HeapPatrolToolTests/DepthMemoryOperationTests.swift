@@ -45,6 +45,55 @@ import Testing
     try FixtureIntegrationTests().buggyFixtureIsReported(expectation)
   }
 
+  /// What each fixture's report says about the operation: its C name, the access and the range it
+  /// was about to touch (relative to the block), and for the overlap the source.
+  struct OperationExpectation: Sendable, CustomTestStringConvertible {
+    var argument: String
+    var operation: String
+    var access: String
+    var bytes: UInt64
+    var offset: UInt = 0
+    var testDescription: String { argument }
+  }
+
+  static let operations: [OperationExpectation] = [
+    .init(argument: "memcpy-overflow", operation: "memcpy", access: "WRITE", bytes: 17),
+    .init(argument: "memcpy-read-overflow", operation: "memcpy", access: "READ", bytes: 11),
+    .init(argument: "strcpy-overflow", operation: "strcpy", access: "WRITE", bytes: 9),
+    .init(argument: "memset-overflow", operation: "memset", access: "WRITE", bytes: 25),
+    // strlen reads at least one byte past the 12 in the block to find no terminator there.
+    .init(argument: "strlen-overflow", operation: "strlen", access: "READ", bytes: 13),
+    .init(
+      argument: "memcpy-overlap", operation: "memcpy", access: "WRITE", bytes: 32, offset: 8),
+    .init(argument: "strcpy-after-free", operation: "strcpy", access: "WRITE", bytes: 9),
+    .init(argument: "memcpy-chk-overflow", operation: "__memcpy_chk", access: "WRITE", bytes: 20),
+  ]
+
+  @Test(arguments: operations)
+  func reportNamesTheOperationAndItsRange(_ expected: OperationExpectation) throws {
+    let run = try TestSupport.runHeapPatrol([
+      "run", "--", try TestSupport.product("hp-fixture-c"), expected.argument,
+    ])
+    let finding = try #require(run.findings.first, "\(run.standardError)")
+    let block = try #require(finding.block?.address?.value)
+    #expect(finding.operation == expected.operation)
+    #expect(finding.operationBytes == expected.bytes)
+    #expect(finding.operationAddress?.value == block + UInt64(expected.offset))
+    let range = "\(expected.bytes) bytes"
+    let line: String
+    if expected.argument == "memcpy-overlap" {
+      #expect(finding.operationSource?.value == block)
+      line =
+        "  operation: memcpy (\(range) from \(finding.operationSource?.paddedHex ?? "") to "
+        + "\(finding.operationAddress?.paddedHex ?? ""))"
+    } else {
+      line =
+        "  operation: \(expected.operation) (\(expected.access) of \(range) at "
+        + "\(finding.operationAddress?.paddedHex ?? ""))"
+    }
+    #expect(run.standardError.contains(line + "\n"), "\(line)\n\(run.standardError)")
+  }
+
   @Test func everyCheckedOperationInBoundsRunsClean() throws {
     let run = try TestSupport.runHeapPatrol([
       "run", "--", try TestSupport.product("hp-fixture-c"), "good-memops",

@@ -149,7 +149,8 @@ public struct BlockSnapshot: Sendable, Hashable {
   public var freeAPI: AllocationAPI?
 
   public init(
-    index: UInt64, address: UInt, size: UInt, alignment: UInt, api: AllocationAPI, state: BlockState,
+    index: UInt64, address: UInt, size: UInt, alignment: UInt, api: AllocationAPI,
+    state: BlockState,
     allocationThread: Int32, freeThread: Int32 = 0, allocationStack: StackID,
     freeStack: StackID = .none, freeAPI: AllocationAPI? = nil
   ) {
@@ -249,7 +250,8 @@ public struct Finding: Sendable, Hashable {
 
   public init(
     kind: FindingKind, access: MemoryAccess? = nil, address: UInt, block: BlockSnapshot? = nil,
-    relation: BlockRelation = .inside, distance: UInt = 0, thread: Int32, accessStack: StackID = .none,
+    relation: BlockRelation = .inside, distance: UInt = 0, thread: Int32,
+    accessStack: StackID = .none,
     detail: UInt = 0, bytes: UInt = 0, operation: MemoryOperation? = nil,
     operationAddress: UInt = 0, operationBytes: UInt = 0
   ) {

@@ -278,7 +278,8 @@ public struct FindingRenderer {
   /// `bytes` for size-overflow/out-of-memory/bad-alignment (the request), `alignment` for
   /// bad-alignment, `firstBadByte` for canary corruption, and for findings of the checked memory
   /// operations `operation` (the C function's name), `operationAddress` and `operationBytes` (the
-  /// range it was about to touch; for an overlap, the destination). `access` is absent when not applicable;
+  /// range it was about to touch; for an overlap, the destination, and `operationSource`).
+  /// `access` is absent when not applicable;
   /// `offset`/`relation`/`distance`/`block` are absent without a block.
   public func renderJSON(_ finding: Finding, into out: inout ReportBuffer) {
     out.append("{\"heappatrol\":")
@@ -363,6 +364,10 @@ public struct FindingRenderer {
       out.appendJSONHex(finding.operationAddress)
       out.append(",\"operationBytes\":")
       out.append(decimal: finding.operationBytes)
+      if finding.kind == .memcpyParamOverlap {
+        out.append(",\"operationSource\":")
+        out.appendJSONHex(finding.detail)
+      }
     }
     out.append(",\"message\":\"")
     appendMessage(finding, into: &out)

@@ -153,6 +153,12 @@ public struct FindingRecord: Codable, Hashable, Sendable {
   public var count: UInt64?
   public var bytes: UInt64?
   public var firstBadByte: HexNumber?
+  /// Findings of the checked memory operations: the C function (e.g. "memcpy") and the range it was
+  /// about to touch; for memcpy-param-overlap the destination, with the source in `operationSource`.
+  public var operation: String?
+  public var operationAddress: HexNumber?
+  public var operationBytes: UInt64?
+  public var operationSource: HexNumber?
 
   public init(kind: String) { self.kind = kind }
 

@@ -24,6 +24,7 @@ public struct ReportRenderer: Sendable {
       lines += frameLines(finding.allocationStack ?? [])
     } else {
       lines += description(finding)
+      if let operation = operationLine(finding) { lines.append("  " + operation) }
       lines.append("  \(Self.accessStackLabel(finding.kind))")
       lines += frameLines(finding.accessStack ?? [])
       if let block = finding.block {
@@ -87,6 +88,20 @@ public struct ReportRenderer: Sendable {
       lines.append("  \(address.paddedHex) is not inside any heap block")
     }
     return lines
+  }
+
+  /// `operation: memcpy (WRITE of 17 bytes at 0x...)`, for an overlap `operation: memcpy (17 bytes
+  /// from 0x... to 0x...)`: the preload's line for findings of the checked memory operations.
+  func operationLine(_ finding: FindingRecord) -> String? {
+    guard let operation = finding.operation else { return nil }
+    let bytes = finding.operationBytes.map { "\($0) \($0 == 1 ? "byte" : "bytes")" } ?? "? bytes"
+    let address = finding.operationAddress?.paddedHex ?? "?"
+    if finding.kind == "memcpy-param-overlap" {
+      return
+        "operation: \(operation) (\(bytes) from \(finding.operationSource?.paddedHex ?? "?") to \(address))"
+    }
+    let access = finding.access.map { "\($0) of " } ?? ""
+    return "operation: \(operation) (\(access)\(bytes) at \(address))"
   }
 
   /// "N bytes past the end of", "N bytes before the start of", "N bytes inside of".
