@@ -53,6 +53,10 @@ struct LeakScanner: ~Copyable {
   /// The quick filter: the lowest and highest address of any reservation.
   var heapLow: UInt = .max
   var heapHigh: UInt = 0
+  /// Live blocks not marked yet. The scan stops as soon as it reaches 0: every block is reachable, so
+  /// nothing is left to find (a sampled run's few blocks are usually found in the first pages, long
+  /// before a large glibc heap has been read).
+  var unmarked: Int
 
   init?(core: UnsafeMutablePointer<HeapCore<SystemPageSpace>>) {
     self.core = core
@@ -65,6 +69,7 @@ struct LeakScanner: ~Copyable {
       if view.records[number].state == BlockState.live.rawValue { live += 1 }
       number += 1
     }
+    unmarked = live
     var groupCapacity = 64
     while groupCapacity < live * 2 { groupCapacity <<= 1 }
     self.groupCapacity = groupCapacity
@@ -163,13 +168,14 @@ struct LeakScanner: ~Copyable {
     marks[byte] |= bit
     worklist[worklistCount] = number
     worklistCount += 1
+    unmarked -= 1
   }
 
   /// Scans aligned words of [start, end), skipping excluded ranges.
   mutating func scanRoot(_ start: UInt, _ end: UInt) {
     var cursor = (start + 7) & ~7
     var index = 0
-    while cursor < end {
+    while cursor < end && unmarked > 0 {
       // Skip exclusions that end before the cursor.
       while index < exclusionCount && exclusions[index].end <= cursor { index += 1 }
       var stop = end
@@ -193,7 +199,7 @@ struct LeakScanner: ~Copyable {
     var vector = InlineArray<512, UInt8>(repeating: 0)
     let checkResidency = end - start >= 64 << 20
     var chunk = start & ~(pageSize - 1)
-    while chunk < end {
+    while chunk < end && unmarked > 0 {
       let chunkEnd = min(end, chunk + 512 * pageSize)
       let pages = Int((chunkEnd - chunk + pageSize - 1) / pageSize)
       var resident = false
@@ -205,7 +211,7 @@ struct LeakScanner: ~Copyable {
         }
       }
       var page = 0
-      while page < pages {
+      while page < pages && unmarked > 0 {
         let pageStart = max(start, chunk + UInt(page) * pageSize)
         let pageEnd = min(chunkEnd, chunk + UInt(page + 1) * pageSize)
         if (!checkResidency || !resident || vector[page] & 1 != 0)
@@ -242,6 +248,7 @@ struct LeakScanner: ~Copyable {
 
   /// Marks everything reachable from the roots; `stackPointer` bounds the scanning thread's stack.
   mutating func markReachable(stackPointer: UInt) {
+    guard unmarked > 0 else { return }
     visitProcessMaps { line in
       guard line.readable && line.writable && !line.shared else { return true }
       if line.pathIs("[vvar]") || line.pathIs("[vsyscall]") || line.pathIs("[vvar_vclock]") {
@@ -250,10 +257,10 @@ struct LeakScanner: ~Copyable {
       var start = line.start
       if stackPointer >= line.start && stackPointer < line.end { start = stackPointer & ~7 }
       scanRoot(start, line.end)
-      return true
+      return unmarked > 0
     }
     // Transitively through reachable blocks.
-    while worklistCount > 0 {
+    while worklistCount > 0 && unmarked > 0 {
       worklistCount -= 1
       let record = view.records[Int(worklist[worklistCount])]
       scanWords(record.address, record.address + record.size)
