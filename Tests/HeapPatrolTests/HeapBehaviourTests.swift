@@ -329,13 +329,15 @@ struct HeapDiagnoseTests {
 
 @Suite("Heap behaviour: the slack canary bound")
 struct SlackCanaryTests {
-  /// An upper-placed 100-byte block leaves ~4 KiB of slack below it on its page. By default only the
-  /// 256 bytes nearest the block are canary; `slack_canary=0` canaries (and checks) all of it.
+  /// An upper-placed 100-byte block leaves ~4 KiB of slack below it on its page. With a 256-byte
+  /// bound only the 256 bytes nearest the block are canary; `slack_canary=0` canaries (and checks)
+  /// all of it; the default (64) is the cache line before the block.
   @Test(arguments: HeapSpaceKind.allCases)
   func underflowsAreCheckedWithinTheBound(_ kind: HeapSpaceKind) throws {
     for (limit, checkedDistances, uncheckedDistances) in [
       (UInt?(256), [1, 100, 256], [257, 1000, 3900]),
       (UInt?(nil), [1, 257, 3900], []),
+      (HeapConfiguration().slackCanaryLimit, [1, 64], [65, 300]),
     ] as [(UInt?, [UInt], [UInt])] {
       var configuration = testConfiguration(alignment: .fixed(16))
       configuration.slackCanaryLimit = limit

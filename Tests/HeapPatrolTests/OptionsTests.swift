@@ -69,7 +69,7 @@ struct OptionsTests {
     ("free_byte=200", { $0.heap.freeFill == 200 }),
     ("canary_byte=0xcc", { $0.heap.canaryByte == 0xCC }),
     ("slack_canary=0", { $0.heap.slackCanaryLimit == nil }),
-    ("slack_canary=64", { $0.heap.slackCanaryLimit == 64 }),
+    ("slack_canary=128", { $0.heap.slackCanaryLimit == 128 }),
     ("redzone=64", { $0.heap.redZoneSize == 64 }),
     ("limit=2g", { $0.heap.heapLimit == 2 << 30 }),
     ("fail_every=10", { $0.heap.faultInjection.failEvery == 10 }),

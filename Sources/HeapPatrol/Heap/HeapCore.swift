@@ -97,6 +97,10 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   // MARK: - Allocation
   //
+  // The non-mutating helpers the phases call through `core.pointee` are `@inline(__always)`: a
+  // non-mutating method takes this (large, loadable) struct by value, so an outlined call copies all
+  // of it first (~470 bytes, four times per free before this was done).
+  //
   // Every heap operation is split into phases so that a multi-threaded owner (`HeapHandle`) holds its
   // lock only while deciding and publishing, never across the madvise/mprotect calls in between:
   //
@@ -373,6 +377,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   /// Phase 2 of an allocation (unlocked): canary the accessible bytes around the block (see
   /// `canaryZones`); the block itself gets the allocation fill.
   @usableFromInline
+  @inline(__always)
   func fillNewBlock(_ placed: Placement, _ request: AllocationRequest) {
     let address = placed.address
     let size = request.size
@@ -483,6 +488,11 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   }
 
   /// The size of the live block starting exactly at `address` (malloc_usable_size: exact).
+  /// Inlinable, like `validRecord`: a Swift program calls this on every Array growth, and a
+  /// specialization compiled in another module could otherwise reach only the unspecialized
+  /// `validRecord`, which instantiates generic metadata (locks, allocates) on the malloc path.
+  @inlinable
+  @inline(__always)
   public func usableSize(of address: UInt) -> UInt? {
     guard let number = validRecord(at: address) else { return nil }
     let record = view.records[Int(number)]
@@ -667,6 +677,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   /// run is the caller's alone). Returns 0, or the errno of the refused call.
   /// Invariant of a free guarded run: every page of it (and its trailing guard) is inaccessible.
   @usableFromInline
+  @inline(__always)
   func openPages(_ placement: Placement) -> Int32 {
     let page = pageSize
     let runEnd = placement.runBase + placement.runPages * page
@@ -799,6 +810,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// Makes the block findable: every page of its run (and the trailing guard) names the record.
   @usableFromInline
+  @inline(__always)
   func publish(record number: UInt32, run: Placement) {
     let entry = view.reservations[run.reservation]
     if entry.dedicated {
@@ -848,6 +860,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   /// the block with the free byte (canary blocks, whose pages stay accessible). Unlocked: the record
   /// is `closing`, so nobody else touches the block.
   @usableFromInline
+  @inline(__always)
   func closePages(record number: UInt32) {
     let record = view.records[Int(number)]
     let accessible = AddressRange(start: record.accessibleStart, end: record.accessibleEnd)
@@ -903,7 +916,8 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// The record of the page holding `address`, if it is a record whose run (with its trailing guard)
   /// really contains `address` (page maps keep naming a released run's last record until reuse).
-  @usableFromInline
+  @inlinable
+  @inline(__always)
   func validRecord(at address: UInt) -> UInt32? {
     guard let reservation = view.reservationIndex(containing: address) else { return nil }
     let number = view.recordNumber(at: address, reservation: reservation)
@@ -927,6 +941,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   }
 
   @usableFromInline
+  @inline(__always)
   func lookupForRelease(_ address: UInt, api: AllocationAPI, stack: StackID, thread: Int32)
     -> ReleaseLookup
   {
@@ -972,6 +987,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   /// The canary bytes below and above a block: everything accessible around it for canary-mode
   /// blocks (their only protection), for guarded blocks the `slackCanaryLimit` bytes nearest to it.
   @usableFromInline
+  @inline(__always)
   func canaryZones(accessible: AddressRange, block: AddressRange, protection: BlockProtection)
     -> (below: AddressRange, above: AddressRange)
   {
@@ -986,6 +1002,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// The first canary byte that is not the pattern, before or after the live block.
   @usableFromInline
+  @inline(__always)
   func checkCanaries(record number: UInt32, thread: Int32, stack: StackID) -> Finding? {
     let record = view.records[Int(number)]
     let byte = configuration.canaryByte
@@ -1020,6 +1037,7 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
 
   /// A quarantined canary block must still hold the free fill: anything else was written after free.
   @usableFromInline
+  @inline(__always)
   func checkFreeFill(record number: UInt32, thread: Int32, stack: StackID) -> Finding? {
     let record = view.records[Int(number)]
     guard record.protection == BlockProtection.canary.rawValue, let fill = configuration.freeFill,

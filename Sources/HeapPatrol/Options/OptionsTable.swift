@@ -187,7 +187,7 @@ public enum OptionKey: UInt8, Sendable, Hashable {
     case .allocByteLimit: "1m"
     case .freeByte: "0x55"
     case .canaryByte: "0xaa"
-    case .slackCanary: "256"
+    case .slackCanary: "64"
     case .redZone: "32"
     case .limit: "0"
     case .failEvery: "0"
