@@ -8,6 +8,16 @@ let optimizedEvenInDebug: [SwiftSetting] = [
   .unsafeFlags(["-O", "-cross-module-optimization"], .when(configuration: .debug))
 ]
 
+// The modules the preload library is made of import only the standard library (and Synchronization):
+// without the implicit _Concurrency / _StringProcessing imports, a preloaded program does not load
+// libswift_Concurrency, libdispatch, libstdc++ and the regex libraries (~1 ms of start-up each run).
+let standardLibraryOnly: [SwiftSetting] = [
+  .unsafeFlags([
+    "-Xfrontend", "-disable-implicit-concurrency-module-import",
+    "-Xfrontend", "-disable-implicit-string-processing-module-import",
+  ])
+]
+
 let package = Package(
   name: "HeapPatrol",
   platforms: [.macOS(.v15)],
@@ -27,7 +37,9 @@ let package = Package(
       // Frame pointers through the C layer too, so backtraces from the fault handler stay whole.
       cSettings: [.unsafeFlags(["-fno-omit-frame-pointer"])]),
     // The seam: one protocol with Linux page semantics, and the real implementation over CShims.
-    .target(name: "PageSpace", dependencies: ["CShims"], swiftSettings: optimizedEvenInDebug),
+    .target(
+      name: "PageSpace", dependencies: ["CShims"],
+      swiftSettings: optimizedEvenInDebug + standardLibraryOnly),
     // The simulated implementation: page table, VMAs, frames, swap, fork/COW, files.
     // Runtime exclusivity checks cost more than the TLB hit itself; the simulator is single-threaded
     // per machine and its state lives in unsafe buffers, so they are switched off for this module.
@@ -39,11 +51,13 @@ let package = Package(
         .unsafeFlags(["-O"], .when(configuration: .debug)),
       ]),
     // The guarded heap, generic over PageSpace: blocks, guards, quarantine, diagnose, reports.
-    .target(name: "HeapPatrol", dependencies: ["PageSpace", "CShims"], swiftSettings: optimizedEvenInDebug),
+    .target(
+      name: "HeapPatrol", dependencies: ["PageSpace", "CShims"],
+      swiftSettings: optimizedEvenInDebug + standardLibraryOnly),
     // malloc & co. for LD_PRELOAD or for linking into a program.
     .target(
       name: "HeapPatrolPreload", dependencies: ["HeapPatrol", "CShims", "HeapPatrolPreloadExports"],
-      swiftSettings: optimizedEvenInDebug),
+      swiftSettings: optimizedEvenInDebug + standardLibraryOnly),
     // The exported symbols (malloc family, C++ operators) forwarding to HeapPatrolPreload's entry points.
     .target(
       name: "HeapPatrolPreloadExports", dependencies: ["CShims"],
