@@ -94,6 +94,58 @@ import Testing
     #expect(run.standardError.contains(line + "\n"), "\(line)\n\(run.standardError)")
   }
 
+  /// The preload's own renderer (what a program run without the CLI prints): the operation line in
+  /// the text report, the operation fields in the JSON line, nothing of either for other findings.
+  @Test func rendererWritesTheOperation() throws {
+    let block = BlockSnapshot(
+      index: 3, address: 0x1000, size: 16, alignment: 16, api: .malloc, state: .live,
+      allocationThread: 7, allocationStack: .none)
+    let overflow = Finding(
+      kind: .memoryOperationOverflow, access: .write, address: 0x1010, block: block,
+      relation: .pastEnd, thread: 7, operation: .memcpy, operationAddress: 0x1000,
+      operationBytes: 17)
+    let overlap = Finding(
+      kind: .memcpyParamOverlap, access: .write, address: 0x1008, block: block, thread: 7,
+      detail: 0x1000, bytes: 8, operation: .strcpyChk, operationAddress: 0x1008, operationBytes: 8)
+    let fault = Finding(
+      kind: .heapBufferOverflow, access: .read, address: 0x1010, block: block, relation: .pastEnd,
+      thread: 7)
+
+    #expect(
+      Self.render(overflow, json: false).contains(
+        "\n  operation: memcpy (WRITE of 17 bytes at 0x0000000000001000)\n  accessed at:\n"))
+    #expect(
+      Self.render(overlap, json: false).contains(
+        "\n  operation: __strcpy_chk (8 bytes from 0x0000000000001000 to 0x0000000000001008)\n"))
+    #expect(!Self.render(fault, json: false).contains("operation"))
+
+    let json = try #require(
+      try JSONSerialization.jsonObject(with: Data(Self.render(overlap, json: true).utf8))
+        as? [String: Any])
+    #expect(json["operation"] as? String == "__strcpy_chk")
+    #expect(json["operationAddress"] as? String == "0x1008")
+    #expect(json["operationBytes"] as? Int == 8)
+    #expect(json["operationSource"] as? String == "0x1000")
+    let plain = try #require(
+      try JSONSerialization.jsonObject(with: Data(Self.render(fault, json: true).utf8))
+        as? [String: Any])
+    #expect(plain["operation"] == nil && plain["operationBytes"] == nil)
+  }
+
+  static func render(_ finding: Finding, json: Bool) -> String {
+    let capacity = 4096
+    let bytes = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+    defer { bytes.deallocate() }
+    var out = ReportBuffer(base: bytes, capacity: capacity)
+    let renderer = FindingRenderer(depot: nil, modules: nil, pid: 1)
+    if json {
+      renderer.renderJSON(finding, into: &out)
+    } else {
+      renderer.renderText(finding, into: &out)
+    }
+    return String(decoding: out.bytes, as: UTF8.self)
+  }
+
   @Test func everyCheckedOperationInBoundsRunsClean() throws {
     let run = try TestSupport.runHeapPatrol([
       "run", "--", try TestSupport.product("hp-fixture-c"), "good-memops",
