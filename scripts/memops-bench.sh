@@ -40,7 +40,7 @@ base = os.environ.get("HEAPPATROL_OPTIONS", "")
 results = {"check_memops=1": [], "check_memops=0": []}
 
 def run(option):
-    options = f"{base}:{option}" if base else option
+    options = f"{base},{option}" if base else option
     env = dict(os.environ, LD_PRELOAD=preload, HEAPPATROL_OPTIONS=options)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
