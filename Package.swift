@@ -3,9 +3,12 @@ import PackageDescription
 
 // The allocator's hot paths (malloc, the SIGSEGV handler) must never touch the Swift runtime's
 // generic-metadata machinery, which allocates and locks. Optimising these modules even in debug
-// builds makes the compiler specialise generics, so the preload path stays allocation-free.
+// builds, whole-module (a per-file build cannot specialise a generic defined in another file: the
+// debug preload's malloc then ran the unspecialized heap), makes the compiler specialise generics, so
+// the preload path stays allocation-free; HotPathCallGraphTests checks the built library. The
+// threads of -num-threads give one object file per source file, as the debug index store expects.
 let optimizedEvenInDebug: [SwiftSetting] = [
-  .unsafeFlags(["-O", "-cross-module-optimization"], .when(configuration: .debug))
+  .unsafeFlags(["-O", "-wmo", "-num-threads", "2", "-cross-module-optimization"], .when(configuration: .debug))
 ]
 
 // The modules the preload library is made of import only the standard library (and Synchronization):
