@@ -627,17 +627,17 @@ size_t cshim_libc_usable_size(void *pointer) {
   return chunk > overhead ? chunk - overhead : 0;
 }
 
-static CSHIM_TLS int inside_heap_patrol;
+CSHIM_TLS int cshim_inside_flag;
 
 int cshim_enter(void) {
-  if (inside_heap_patrol) return 1;
-  inside_heap_patrol = 1;
+  if (cshim_inside_flag) return 1;
+  cshim_inside_flag = 1;
   return 0;
 }
 
-void cshim_leave(void) { inside_heap_patrol = 0; }
+void cshim_leave(void) { cshim_inside_flag = 0; }
 
-int cshim_is_inside(void) { return inside_heap_patrol; }
+int cshim_is_inside(void) { return cshim_inside_flag; }
 
 // Allocation-family calls made from inside HeapPatrol (they go to glibc): the preload's tests assert
 // that the malloc path never makes one.

@@ -125,6 +125,13 @@ size_t cshim_libc_usable_size(void *pointer);
 int cshim_enter(void);
 void cshim_leave(void);
 int cshim_is_inside(void);
+#ifndef __swift__
+/// The flag itself, for C callers on a hot path (the checked memcpy & co.): an inline TLS read
+/// instead of a call. Initial-exec: the preload library is loaded at start-up (LD_PRELOAD or linked
+/// in), so its TLS is in the static block. Hidden: each image that links CShims has its own.
+extern __thread int cshim_inside_flag __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline int cshim_is_inside_inline(void) { return cshim_inside_flag; }
+#endif
 /// Counts a malloc-family call made from inside HeapPatrol (sent to glibc), and reads the count.
 void cshim_note_reentrant_allocation(void);
 unsigned long cshim_reentrant_allocations(void);

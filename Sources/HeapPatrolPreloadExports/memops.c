@@ -256,15 +256,10 @@ int heappatrol_memops_lookup(const void *address, size_t *start, size_t *end) {
   return found;
 }
 
-// The reentrancy flag's reader, called directly rather than through the PLT: it is defined in this
-// same library (CShims is linked into it), so the call needs no run-time symbol resolution. (This
-// makes the symbol local to the library: nothing outside calls it.)
-extern __attribute__((visibility("hidden"))) int cshim_is_inside(void);
-
 // Checks are on and this call is the program's: HeapPatrol's own copies (struct copies, canary
 // fills, a realloc's copy) run with the thread's reentrancy flag set and go straight to glibc.
 INLINE int checks_on(void) {
-  return __atomic_load_n(&checking, __ATOMIC_RELAXED) && LIKELY(!cshim_is_inside());
+  return __atomic_load_n(&checking, __ATOMIC_RELAXED) && LIKELY(!cshim_is_inside_inline());
 }
 
 // glibc's fortify failure ("*** buffer overflow detected ***"), for the __*_chk forms.
