@@ -54,33 +54,35 @@ func cLayout(_ layout: HeapTableLayout) -> heappatrol_heap_layout {
 
 /// The operation the C side names (a `heappatrol_memory_operation`).
 func memoryOperation(_ raw: UInt8) -> MemoryOperation? {
-  switch heappatrol_memory_operation(rawValue: UInt32(raw)) {
-  case HEAPPATROL_OP_MEMCPY: .memcpy
-  case HEAPPATROL_OP_MEMMOVE: .memmove
-  case HEAPPATROL_OP_MEMSET: .memset
-  case HEAPPATROL_OP_MEMCMP: .memcmp
-  case HEAPPATROL_OP_MEMCHR: .memchr
-  case HEAPPATROL_OP_STRLEN: .strlen
-  case HEAPPATROL_OP_STRCPY: .strcpy
-  case HEAPPATROL_OP_STRNCPY: .strncpy
-  case HEAPPATROL_OP_STRCAT: .strcat
-  case HEAPPATROL_OP_STRNCAT: .strncat
-  case HEAPPATROL_OP_STRDUP: .strdup
-  case HEAPPATROL_OP_STRNDUP: .strndup
-  case HEAPPATROL_OP_BZERO: .bzero
-  case HEAPPATROL_OP_EXPLICIT_BZERO: .explicitBzero
-  case HEAPPATROL_OP_WMEMCPY: .wmemcpy
-  case HEAPPATROL_OP_WCSCPY: .wcscpy
-  case HEAPPATROL_OP_MEMCPY_CHK: .memcpyChk
-  case HEAPPATROL_OP_MEMMOVE_CHK: .memmoveChk
-  case HEAPPATROL_OP_MEMSET_CHK: .memsetChk
-  case HEAPPATROL_OP_EXPLICIT_BZERO_CHK: .explicitBzeroChk
-  case HEAPPATROL_OP_STRCPY_CHK: .strcpyChk
-  case HEAPPATROL_OP_STRNCPY_CHK: .strncpyChk
-  case HEAPPATROL_OP_STRCAT_CHK: .strcatChk
-  case HEAPPATROL_OP_STRNCAT_CHK: .strncatChk
-  case HEAPPATROL_OP_WMEMCPY_CHK: .wmemcpyChk
-  case HEAPPATROL_OP_WCSCPY_CHK: .wcscpyChk
+  // Compared as integers: a switch over the imported C enum goes through its Equatable conformance,
+  // which the runtime looks up by mangled name (a lock, on a path that must not take one).
+  switch UInt32(raw) {
+  case HEAPPATROL_OP_MEMCPY.rawValue: .memcpy
+  case HEAPPATROL_OP_MEMMOVE.rawValue: .memmove
+  case HEAPPATROL_OP_MEMSET.rawValue: .memset
+  case HEAPPATROL_OP_MEMCMP.rawValue: .memcmp
+  case HEAPPATROL_OP_MEMCHR.rawValue: .memchr
+  case HEAPPATROL_OP_STRLEN.rawValue: .strlen
+  case HEAPPATROL_OP_STRCPY.rawValue: .strcpy
+  case HEAPPATROL_OP_STRNCPY.rawValue: .strncpy
+  case HEAPPATROL_OP_STRCAT.rawValue: .strcat
+  case HEAPPATROL_OP_STRNCAT.rawValue: .strncat
+  case HEAPPATROL_OP_STRDUP.rawValue: .strdup
+  case HEAPPATROL_OP_STRNDUP.rawValue: .strndup
+  case HEAPPATROL_OP_BZERO.rawValue: .bzero
+  case HEAPPATROL_OP_EXPLICIT_BZERO.rawValue: .explicitBzero
+  case HEAPPATROL_OP_WMEMCPY.rawValue: .wmemcpy
+  case HEAPPATROL_OP_WCSCPY.rawValue: .wcscpy
+  case HEAPPATROL_OP_MEMCPY_CHK.rawValue: .memcpyChk
+  case HEAPPATROL_OP_MEMMOVE_CHK.rawValue: .memmoveChk
+  case HEAPPATROL_OP_MEMSET_CHK.rawValue: .memsetChk
+  case HEAPPATROL_OP_EXPLICIT_BZERO_CHK.rawValue: .explicitBzeroChk
+  case HEAPPATROL_OP_STRCPY_CHK.rawValue: .strcpyChk
+  case HEAPPATROL_OP_STRNCPY_CHK.rawValue: .strncpyChk
+  case HEAPPATROL_OP_STRCAT_CHK.rawValue: .strcatChk
+  case HEAPPATROL_OP_STRNCAT_CHK.rawValue: .strncatChk
+  case HEAPPATROL_OP_WMEMCPY_CHK.rawValue: .wmemcpyChk
+  case HEAPPATROL_OP_WCSCPY_CHK.rawValue: .wcscpyChk
   default: nil
   }
 }

@@ -482,6 +482,8 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
   // MARK: - Lookup
 
   /// The block whose run contains `address` (live, quarantined or released), if the heap knows it.
+  /// Inlinable: the preload's reports call it, and must reach it specialized.
+  @inlinable
   public func block(containing address: UInt) -> BlockSnapshot? {
     guard let number = validRecord(at: address) else { return nil }
     return view.records[Int(number)].snapshot()
