@@ -648,22 +648,22 @@ void cshim_note_reentrant_allocation(void) {
 }
 
 // The lowest and highest address of the heap's reservations (a cheap first filter of ownership).
-static uintptr_t heap_low = UINTPTR_MAX, heap_high;
+uintptr_t cshim_heap_low = UINTPTR_MAX, cshim_heap_high;
 
 void cshim_note_heap_range(uintptr_t start, uintptr_t end) {
-  uintptr_t low = __atomic_load_n(&heap_low, __ATOMIC_RELAXED);
+  uintptr_t low = __atomic_load_n(&cshim_heap_low, __ATOMIC_RELAXED);
   while (start < low &&
-         !__atomic_compare_exchange_n(&heap_low, &low, start, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+         !__atomic_compare_exchange_n(&cshim_heap_low, &low, start, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
   }
-  uintptr_t high = __atomic_load_n(&heap_high, __ATOMIC_RELAXED);
+  uintptr_t high = __atomic_load_n(&cshim_heap_high, __ATOMIC_RELAXED);
   while (end > high &&
-         !__atomic_compare_exchange_n(&heap_high, &high, end, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+         !__atomic_compare_exchange_n(&cshim_heap_high, &high, end, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
   }
 }
 
 int cshim_outside_heap_range(uintptr_t address) {
-  return address < __atomic_load_n(&heap_low, __ATOMIC_ACQUIRE) ||
-         address >= __atomic_load_n(&heap_high, __ATOMIC_ACQUIRE);
+  return address < __atomic_load_n(&cshim_heap_low, __ATOMIC_ACQUIRE) ||
+         address >= __atomic_load_n(&cshim_heap_high, __ATOMIC_ACQUIRE);
 }
 
 unsigned long cshim_reentrant_allocations(void) {

@@ -131,6 +131,14 @@ int cshim_is_inside(void);
 /// in), so its TLS is in the static block. Hidden: each image that links CShims has its own.
 extern __thread int cshim_inside_flag __attribute__((tls_model("initial-exec"), visibility("hidden")));
 static inline int cshim_is_inside_inline(void) { return cshim_inside_flag; }
+/// The extent of every reservation noted so far (`cshim_note_heap_range`), for inline filters.
+extern uintptr_t cshim_heap_low __attribute__((visibility("hidden")));
+extern uintptr_t cshim_heap_high __attribute__((visibility("hidden")));
+/// Whether [first, last] lies wholly outside the extent: then it touches no reservation.
+static inline int cshim_range_outside_heap(uintptr_t first, uintptr_t last) {
+  return last < __atomic_load_n(&cshim_heap_low, __ATOMIC_ACQUIRE) ||
+         first >= __atomic_load_n(&cshim_heap_high, __ATOMIC_ACQUIRE);
+}
 #endif
 /// Counts a malloc-family call made from inside HeapPatrol (sent to glibc), and reads the count.
 void cshim_note_reentrant_allocation(void);

@@ -124,7 +124,8 @@ static inline __attribute__((always_inline)) int sampled(void) {
 // Whether a pointer must go to glibc in sampling mode (not in our address space).
 static inline __attribute__((always_inline)) int glibc_owned(void *pointer) {
   return sample_interval != 1 &&
-         (cshim_outside_heap_range((uintptr_t)pointer) || !heappatrol_owns(pointer));
+         (cshim_range_outside_heap((uintptr_t)pointer, (uintptr_t)pointer) ||
+          !heappatrol_owns(pointer));
 }
 
 static void *libc_allocate(size_t size, size_t alignment) {
