@@ -105,6 +105,22 @@ public func heappatrolCalloc(
   return UnsafeMutableRawPointer(bitPattern: result.address ?? 0)
 }
 
+@_cdecl("heappatrol_bad_alignment")
+public func heappatrolBadAlignment(
+  _ alignment: UInt, _ size: UInt, _ frame: UnsafeMutableRawPointer?, _ thread: Int32
+) {
+  if cshim_enter() != 0 { return }
+  defer { cshim_leave() }
+  guard let runtime = runningRuntime() else { return }
+  var findings = FindingBuffer()
+  findings.append(
+    Finding(
+      kind: .badAlignment, address: 0, thread: thread,
+      accessStack: runtime.captureStack(fromFrame: frame), detail: alignment, bytes: size))
+  runtime.report(findings)
+  runtime.haltIfRequested(findings)
+}
+
 func reportSizeOverflow(
   _ runtime: ProcessRuntime, count: UInt, size: UInt, frame: UnsafeMutableRawPointer?,
   thread: Int32

@@ -220,8 +220,17 @@ EXPORT KEEP_FRAME void *reallocarray(void *pointer, size_t count, size_t size) {
   return result;
 }
 
+// mpatrol's BADALN, ASan's invalid-allocation-alignment: the call fails as glibc's would (EINVAL),
+// and the program is told why, at the call.
+static void bad_alignment(size_t alignment, size_t size, void *frame) {
+  if (constructed) heappatrol_bad_alignment(alignment, size, frame, thread_id());
+}
+
 EXPORT KEEP_FRAME int posix_memalign(void **out, size_t alignment, size_t size) {
-  if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
+  if (!is_power_of_two(alignment) || alignment % sizeof(void *) != 0) {
+    bad_alignment(alignment, size, FRAME);
+    return EINVAL;
+  }
   void *result = gated_allocate(size, alignment, API_POSIX_MEMALIGN, FRAME);
   if (result == NULL) return ENOMEM;
   *out = result;
@@ -231,6 +240,7 @@ EXPORT KEEP_FRAME int posix_memalign(void **out, size_t alignment, size_t size) 
 EXPORT KEEP_FRAME void *aligned_alloc(size_t alignment, size_t size) {
   // glibc 2.38+: a non-power-of-two alignment is EINVAL (C17 dropped the size-multiple rule).
   if (!is_power_of_two(alignment)) {
+    bad_alignment(alignment, size, FRAME);
     errno = EINVAL;
     return NULL;
   }
@@ -240,6 +250,7 @@ EXPORT KEEP_FRAME void *aligned_alloc(size_t alignment, size_t size) {
 EXPORT KEEP_FRAME void *memalign(size_t alignment, size_t size) {
   // glibc's memalign rounds a non-power-of-two alignment up to the next power of two.
   if (alignment > ((size_t)1 << 62)) {
+    bad_alignment(alignment, size, FRAME);
     errno = EINVAL;
     return NULL;
   }

@@ -30,7 +30,7 @@ struct HeapBehaviourTests {
       #expect(heap.block(containing: address)?.state == .live)
       let mismatched = heap.deallocate(address, api: .free)
       let mismatch = try #require(mismatched.findings.first(of: .allocDeallocMismatch))
-      #expect(mismatch.block?.api == .newArray)
+      #expect(mismatch.block?.api == .newArray && mismatch.block?.freeAPI == .free)
       #expect(heap.block(containing: address)?.state == .quarantined)
 
       let scalar = try heap.allocate(8, api: .new)

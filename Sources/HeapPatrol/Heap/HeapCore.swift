@@ -972,8 +972,12 @@ public struct HeapCore<Space: PageSpace>: ~Copyable {
     var mismatch: Finding? = nil
     let allocatedWith = AllocationAPI(rawValue: record.api) ?? .malloc
     if allocatedWith.family != api.family {
+      // The report names both functions: the block is still live, so its snapshot carries the
+      // releasing call as its free API.
+      var released = snapshot
+      released.freeAPI = api
       mismatch = Finding(
-        kind: .allocDeallocMismatch, address: address, block: snapshot, thread: thread,
+        kind: .allocDeallocMismatch, address: address, block: released, thread: thread,
         accessStack: stack)
     }
     return .block(number, mismatch: mismatch)

@@ -23,6 +23,9 @@ size_t heappatrol_usable_size(void *pointer);
 void heappatrol_start(void);
 /// operator new that cannot return NULL: reports out-of-memory and aborts.
 void heappatrol_new_failed(size_t size, unsigned char api, void *frame, int thread);
+/// Reports an alignment the API refuses (posix_memalign(24), aligned_alloc(3), ...): a bad-alignment
+/// finding at the call; the caller then fails as glibc would (EINVAL).
+void heappatrol_bad_alignment(size_t alignment, size_t size, void *frame, int thread);
 
 #ifdef __cplusplus
 }
