@@ -344,8 +344,32 @@ static CSHIM_TLS probe_state thread_probe;
 static pthread_mutex_t dispatcher_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int dispatcher_installed = 0;
 static _Atomic(cshim_fault_handler) installed_handler = NULL;
-static struct sigaction previous_segv_action;
-static struct sigaction previous_bus_action;
+
+// glibc's sigaction itself: the preload library exports an interposing `sigaction` (which hands
+// SIGSEGV/SIGBUS actions to cshim_chain_action), and the dispatcher's own installs must reach the
+// kernel.
+extern int __sigaction(int signo, const struct sigaction *action, struct sigaction *old);
+
+// The action a fault that is not ours goes on to, per signal: what was installed before the
+// dispatcher, or what the program has set since (cshim_chain_action). Two slots each, so a handler
+// reading one never sees it half-written: an update fills the other slot, then flips the index.
+static struct sigaction chained_actions[2][2];  // [0: SIGSEGV, 1: SIGBUS][slot]
+static _Atomic int chained_slot[2];
+
+static int signal_index(int signo) { return signo == SIGBUS ? 1 : 0; }
+
+static const struct sigaction *chained_action(int signo) {
+  int index = signal_index(signo);
+  return &chained_actions[index][atomic_load(&chained_slot[index])];
+}
+
+// Caller holds dispatcher_lock.
+static void set_chained_action(int signo, const struct sigaction *action) {
+  int index = signal_index(signo);
+  int next = 1 - atomic_load(&chained_slot[index]);
+  chained_actions[index][next] = *action;
+  atomic_store(&chained_slot[index], next);
+}
 
 static void decode_fault(int signo, siginfo_t *info, void *context, cshim_fault *fault) {
   memset(fault, 0, sizeof *fault);
@@ -395,7 +419,7 @@ static void set_default_action(int signo) {
   memset(&action, 0, sizeof action);
   action.sa_handler = SIG_DFL;
   sigemptyset(&action.sa_mask);
-  sigaction(signo, &action, NULL);
+  __sigaction(signo, &action, NULL);
 }
 
 static void dispatch_fault(int signo, siginfo_t *info, void *context) {
@@ -414,8 +438,7 @@ static void dispatch_fault(int signo, siginfo_t *info, void *context) {
       return;
     }
   }
-  const struct sigaction *previous =
-      signo == SIGBUS ? &previous_bus_action : &previous_segv_action;
+  const struct sigaction *previous = chained_action(signo);
   if (previous->sa_flags & SA_SIGINFO) {
     if (previous->sa_sigaction != NULL) {
       previous->sa_sigaction(signo, info, context);
@@ -443,10 +466,15 @@ static int install_dispatcher_locked(void) {
   action.sa_sigaction = dispatch_fault;
   action.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&action.sa_mask);
-  if (sigaction(SIGSEGV, &action, &previous_segv_action) != 0) return errno;
-  if (sigaction(SIGBUS, &action, &previous_bus_action) != 0) {
+  // The actions to chain to are in place before the dispatcher can run.
+  struct sigaction segv, bus;
+  if (__sigaction(SIGSEGV, NULL, &segv) != 0 || __sigaction(SIGBUS, NULL, &bus) != 0) return errno;
+  set_chained_action(SIGSEGV, &segv);
+  set_chained_action(SIGBUS, &bus);
+  if (__sigaction(SIGSEGV, &action, NULL) != 0) return errno;
+  if (__sigaction(SIGBUS, &action, NULL) != 0) {
     int error = errno;
-    sigaction(SIGSEGV, &previous_segv_action, NULL);
+    __sigaction(SIGSEGV, &segv, NULL);
     return error;
   }
   atomic_store(&dispatcher_installed, 1);
@@ -476,12 +504,24 @@ int cshim_uninstall_fault_handler(void) {
   int error = 0;
   atomic_store(&installed_handler, NULL);
   if (atomic_load(&dispatcher_installed)) {
-    if (sigaction(SIGSEGV, &previous_segv_action, NULL) != 0) error = errno;
-    if (sigaction(SIGBUS, &previous_bus_action, NULL) != 0) error = errno;
+    if (__sigaction(SIGSEGV, chained_action(SIGSEGV), NULL) != 0) error = errno;
+    if (__sigaction(SIGBUS, chained_action(SIGBUS), NULL) != 0) error = errno;
     atomic_store(&dispatcher_installed, 0);
   }
   pthread_mutex_unlock(&dispatcher_lock);
   return error;
+}
+
+int cshim_chain_action(int signo, const struct sigaction *action, struct sigaction *old) {
+  if ((signo != SIGSEGV && signo != SIGBUS) || atomic_load(&installed_handler) == NULL) return 0;
+  pthread_mutex_lock(&dispatcher_lock);
+  int taken = atomic_load(&dispatcher_installed) && atomic_load(&installed_handler) != NULL;
+  if (taken) {
+    if (old != NULL) *old = *chained_action(signo);
+    if (action != NULL) set_chained_action(signo, action);
+  }
+  pthread_mutex_unlock(&dispatcher_lock);
+  return taken;
 }
 
 // Alternate stacks: 256 KiB (NORESERVE, so only touched pages cost) above one PROT_NONE guard page,

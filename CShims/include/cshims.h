@@ -131,6 +131,13 @@ int cshim_is_inside(void);
 /// in), so its TLS is in the static block. Hidden: each image that links CShims has its own.
 extern __thread int cshim_inside_flag __attribute__((tls_model("initial-exec"), visibility("hidden")));
 static inline int cshim_is_inside_inline(void) { return cshim_inside_flag; }
+/// For the preload's interposed sigaction/signal. While a HeapPatrol fault handler is installed, a
+/// program's SIGSEGV/SIGBUS action does not replace the dispatcher: it becomes the action that faults
+/// which are not HeapPatrol's go on to (ASan keeps its handler too; here the program's still runs for
+/// its own faults). Returns 1 when it took the call (`old`, if given, receives the program's current
+/// action), 0 when the caller must pass the call on to glibc.
+struct sigaction;
+int cshim_chain_action(int signo, const struct sigaction *action, struct sigaction *old);
 /// The extent of every reservation noted so far (`cshim_note_heap_range`), for inline filters.
 extern uintptr_t cshim_heap_low __attribute__((visibility("hidden")));
 extern uintptr_t cshim_heap_high __attribute__((visibility("hidden")));

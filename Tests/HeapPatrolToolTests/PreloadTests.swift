@@ -542,6 +542,68 @@ struct PreloadTests {
       "\(mismatch.standardError)")
   }
 
+  /// A program that installs its own SIGSEGV handler after start-up keeps it for its own faults,
+  /// reads it back, and still gets its heap bugs reported: HeapPatrol's handler stays first.
+  static let ownHandlerProgram = #"""
+    #define _GNU_SOURCE
+    #include <signal.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <sys/mman.h>
+    #include <unistd.h>
+
+    static void *own_page;
+    static void on_segv_info(int signo, siginfo_t *info, void *context) {
+      (void)signo; (void)context;
+      _exit(info->si_addr == own_page ? 42 : 43);
+    }
+    static void on_segv_plain(int signo) { (void)signo; _exit(44); }
+
+    int main(int argc, char **argv) {
+      const char *mode = argc > 1 ? argv[1] : "";
+      own_page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (own_page == MAP_FAILED) return 2;
+      if (strcmp(mode, "signal") == 0) {
+        if (signal(SIGSEGV, on_segv_plain) == SIG_ERR) return 3;
+        if (signal(SIGSEGV, on_segv_plain) != on_segv_plain) return 4;  // reads its own back
+      } else {
+        struct sigaction action, query;
+        memset(&action, 0, sizeof action);
+        action.sa_sigaction = on_segv_info;
+        action.sa_flags = SA_SIGINFO;
+        sigemptyset(&action.sa_mask);
+        if (sigaction(SIGSEGV, &action, NULL) != 0) return 5;
+        if (sigaction(SIGSEGV, NULL, &query) != 0 || query.sa_sigaction != on_segv_info) return 6;
+      }
+      if (strcmp(mode, "heap") == 0) {
+        volatile char *block = malloc(16);
+        block[16] = 1;  // the guard page right after the block
+        return 7;
+      }
+      *(volatile char *)own_page = 1;  // the program's own fault: its handler exits
+      return 8;
+    }
+    """#
+
+  @Test("a program's own SIGSEGV handler runs for its faults; heap faults are still reported")
+  func programHandlersAreChained() throws {
+    let binary = try PreloadTests.compile(Self.ownHandlerProgram, name: "preload-own-handler")
+    let own = try PreloadTests.run(binary, ["sigaction"])
+    #expect(own.status == 42 && !own.signaled, "\(own.status) \(own.standardError)")
+    #expect(PreloadTests.findings(own).isEmpty, "\(own.standardError)")
+    let viaSignal = try PreloadTests.run(binary, ["signal"])
+    #expect(viaSignal.status == 44 && !viaSignal.signaled, "\(viaSignal.standardError)")
+    let heap = try PreloadTests.run(binary, ["heap"])
+    #expect(heap.signaled && heap.status == SIGSEGV, "\(heap.status) \(heap.standardError)")
+    #expect(
+      PreloadTests.findings(heap).map { $0["kind"] as? String } == ["heap-buffer-overflow"],
+      "\(heap.standardError)")
+    // Without the preload, the same program's handlers take everything (the heap write lands in
+    // glibc's chunk padding, so it is the program's own fault that ends it).
+    let plain = try PreloadTests.run(binary, ["sigaction"], preload: false)
+    #expect(plain.status == 42)
+  }
+
   @Test("allocations in other libraries' initializers, before ours ran, are glibc's and stay safe")
   func earlyInitializers() throws {
     guard PreloadTests.find("clang++") ?? PreloadTests.find("c++") != nil else {
