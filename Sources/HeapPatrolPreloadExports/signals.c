@@ -24,17 +24,29 @@ EXPORT int sigaction(int signo, const struct sigaction *action, struct sigaction
 
 // glibc's signal() has BSD semantics (SA_RESTART, the handler stays installed) and calls glibc's
 // internal sigaction, not the exported one: it is interposed as well, on top of the sigaction above.
-EXPORT sighandler_t signal(int signo, sighandler_t handler) {
-  struct sigaction action, old;
-  memset(&action, 0, sizeof action);
-  memset(&old, 0, sizeof old);
-  action.sa_handler = handler;
-  action.sa_flags = SA_RESTART;
-  sigemptyset(&action.sa_mask);
+static sighandler_t install_plain_handler(int signo, sighandler_t handler, int flags) {
   if (handler == SIG_ERR) {
     errno = EINVAL;
     return SIG_ERR;
   }
+  struct sigaction action, old;
+  memset(&action, 0, sizeof action);
+  memset(&old, 0, sizeof old);
+  action.sa_handler = handler;
+  action.sa_flags = flags;
+  sigemptyset(&action.sa_mask);
   if (sigaction(signo, &action, &old) != 0) return SIG_ERR;
   return old.sa_handler;
+}
+
+EXPORT sighandler_t signal(int signo, sighandler_t handler) {
+  return install_plain_handler(signo, handler, SA_RESTART);
+}
+
+// The other names glibc exports for installing a plain handler.
+EXPORT sighandler_t bsd_signal(int signo, sighandler_t handler) { return signal(signo, handler); }
+
+// System V semantics: the handler is reset to the default on delivery and not blocked while it runs.
+EXPORT sighandler_t sysv_signal(int signo, sighandler_t handler) {
+  return install_plain_handler(signo, handler, SA_RESETHAND | SA_NODEFER);
 }

@@ -571,20 +571,6 @@ public final class WorkloadRunner<Space: PageSpace> {
   }
 }
 
-/// SplitMix64 (Steele, Lea, Flood): tiny, fast and the same on every platform, so a `random`
-/// selection replays identically on the real and the simulated side.
-public struct SplitMix64: Sendable {
-  private var state: UInt64
-  public init(seed: UInt64) { state = seed }
-  public mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
-
 /// The system's transparent-huge-page mode.
 public enum TransparentHugePages {
   /// Whether `/sys/kernel/mm/transparent_hugepage/enabled` selects `[always]`.

@@ -566,6 +566,8 @@ struct PreloadTests {
       if (strcmp(mode, "signal") == 0) {
         if (signal(SIGSEGV, on_segv_plain) == SIG_ERR) return 3;
         if (signal(SIGSEGV, on_segv_plain) != on_segv_plain) return 4;  // reads its own back
+      } else if (strcmp(mode, "sysv") == 0) {
+        if (sysv_signal(SIGSEGV, on_segv_plain) == SIG_ERR) return 3;
       } else {
         struct sigaction action, query;
         memset(&action, 0, sizeof action);
@@ -591,8 +593,12 @@ struct PreloadTests {
     let own = try PreloadTests.run(binary, ["sigaction"])
     #expect(own.status == 42 && !own.signaled, "\(own.status) \(own.standardError)")
     #expect(PreloadTests.findings(own).isEmpty, "\(own.standardError)")
-    let viaSignal = try PreloadTests.run(binary, ["signal"])
-    #expect(viaSignal.status == 44 && !viaSignal.signaled, "\(viaSignal.standardError)")
+    for mode in ["signal", "sysv"] {
+      let plainHandler = try PreloadTests.run(binary, [mode])
+      #expect(
+        plainHandler.status == 44 && !plainHandler.signaled,
+        "\(mode): \(plainHandler.standardError)")
+    }
     let heap = try PreloadTests.run(binary, ["heap"])
     #expect(heap.signaled && heap.status == SIGSEGV, "\(heap.status) \(heap.standardError)")
     #expect(
