@@ -439,6 +439,20 @@ static void dispatch_fault(int signo, siginfo_t *info, void *context) {
     }
   }
   const struct sigaction *previous = chained_action(signo);
+  struct sigaction once;
+  if (previous->sa_flags & SA_RESETHAND) {
+    // As the kernel does for a handler it delivers to: reset to the default on entry (sysv_signal).
+    // A trylock: the lock is never held across a fault in practice, and a handler must not block.
+    once = *previous;
+    previous = &once;
+    if (pthread_mutex_trylock(&dispatcher_lock) == 0) {
+      struct sigaction reset;
+      memset(&reset, 0, sizeof reset);
+      reset.sa_handler = SIG_DFL;
+      set_chained_action(signo, &reset);
+      pthread_mutex_unlock(&dispatcher_lock);
+    }
+  }
   if (previous->sa_flags & SA_SIGINFO) {
     if (previous->sa_sigaction != NULL) {
       previous->sa_sigaction(signo, info, context);

@@ -547,6 +547,7 @@ struct PreloadTests {
   static let ownHandlerProgram = #"""
     #define _GNU_SOURCE
     #include <signal.h>
+    #include <stdio.h>
     #include <stdlib.h>
     #include <string.h>
     #include <sys/mman.h>
@@ -558,6 +559,14 @@ struct PreloadTests {
       _exit(info->si_addr == own_page ? 42 : 43);
     }
     static void on_segv_plain(int signo) { (void)signo; _exit(44); }
+    static void *second_page;
+    static int handled;
+    static void on_segv_once(int signo) {  // makes both pages writable and returns
+      (void)signo;
+      handled++;
+      mprotect(own_page, 4096, PROT_READ | PROT_WRITE);
+      mprotect(second_page, 4096, PROT_READ | PROT_WRITE);
+    }
 
     int main(int argc, char **argv) {
       const char *mode = argc > 1 ? argv[1] : "";
@@ -568,6 +577,17 @@ struct PreloadTests {
         if (signal(SIGSEGV, on_segv_plain) != on_segv_plain) return 4;  // reads its own back
       } else if (strcmp(mode, "sysv") == 0) {
         if (sysv_signal(SIGSEGV, on_segv_plain) == SIG_ERR) return 3;
+      } else if (strcmp(mode, "sysv-once") == 0) {
+        // System V semantics: the first fault runs the handler and resets the action, so the
+        // second fault takes the default action.
+        second_page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (sysv_signal(SIGSEGV, on_segv_once) == SIG_ERR) return 3;
+        *(volatile char *)own_page = 1;
+        printf("handled %d\n", handled);
+        fflush(stdout);
+        mprotect(second_page, 4096, PROT_NONE);
+        *(volatile char *)second_page = 1;
+        return 9;
       } else {
         struct sigaction action, query;
         memset(&action, 0, sizeof action);
@@ -599,6 +619,9 @@ struct PreloadTests {
         plainHandler.status == 44 && !plainHandler.signaled,
         "\(mode): \(plainHandler.standardError)")
     }
+    let once = try PreloadTests.run(binary, ["sysv-once"])
+    #expect(once.standardOutput == "handled 1\n" && once.signaled && once.status == SIGSEGV)
+    #expect(PreloadTests.findings(once).isEmpty, "\(once.standardError)")
     let heap = try PreloadTests.run(binary, ["heap"])
     #expect(heap.signaled && heap.status == SIGSEGV, "\(heap.status) \(heap.standardError)")
     #expect(
