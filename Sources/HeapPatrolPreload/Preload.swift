@@ -112,13 +112,8 @@ public func heappatrolBadAlignment(
   if cshim_enter() != 0 { return }
   defer { cshim_leave() }
   guard let runtime = runningRuntime() else { return }
-  var findings = FindingBuffer()
-  findings.append(
-    Finding(
-      kind: .badAlignment, address: 0, thread: thread,
-      accessStack: runtime.captureStack(fromFrame: frame), detail: alignment, bytes: size))
-  runtime.report(findings)
-  runtime.haltIfRequested(findings)
+  reportArgument(
+    runtime, .badAlignment, detail: alignment, bytes: size, frame: frame, thread: thread)
 }
 
 func reportSizeOverflow(
@@ -126,11 +121,19 @@ func reportSizeOverflow(
   thread: Int32
 ) {
   guard runtime.options.reportSizeOverflow else { return }
+  reportArgument(runtime, .sizeOverflow, detail: count, bytes: size, frame: frame, thread: thread)
+}
+
+/// A finding about a call's arguments (no block involved), reported at the call.
+func reportArgument(
+  _ runtime: ProcessRuntime, _ kind: FindingKind, detail: UInt, bytes: UInt,
+  frame: UnsafeMutableRawPointer?, thread: Int32
+) {
   var findings = FindingBuffer()
   findings.append(
     Finding(
-      kind: .sizeOverflow, address: 0, thread: thread,
-      accessStack: runtime.captureStack(fromFrame: frame), detail: count, bytes: size))
+      kind: kind, address: 0, thread: thread, accessStack: runtime.captureStack(fromFrame: frame),
+      detail: detail, bytes: bytes))
   runtime.report(findings)
   runtime.haltIfRequested(findings)
 }
