@@ -126,8 +126,16 @@ extension HeapUnderTest {
   {
     do {
       _ = try load(address)
+      // Seen once in ~20 full parallel runs (a quarantined block's page readable): say what the
+      // kernel and the heap think of the page, so the next occurrence explains itself.
+      let page = address & ~(pageSize - 1)
+      let kernel =
+        (try? SystemPageSpace().inspect(pagesFrom: page, count: 1).first).map {
+          "mapped \($0.mapped) protection \($0.protection) marker \($0.guardMarker) present \($0.present)"
+        } ?? "not inspectable"
       Issue.record(
-        "load at 0x\(String(address, radix: 16)) did not fault", sourceLocation: sourceLocation)
+        "load at 0x\(String(address, radix: 16)) did not fault; page: \(kernel); block: \(String(describing: block(containing: address)))",
+        sourceLocation: sourceLocation)
       return nil
     } catch {
       return view.diagnose(error)
