@@ -715,11 +715,6 @@ void cshim_note_heap_range(uintptr_t start, uintptr_t end) {
   }
 }
 
-int cshim_outside_heap_range(uintptr_t address) {
-  return address < __atomic_load_n(&cshim_heap_low, __ATOMIC_ACQUIRE) ||
-         address >= __atomic_load_n(&cshim_heap_high, __ATOMIC_ACQUIRE);
-}
-
 unsigned long cshim_reentrant_allocations(void) {
   return __atomic_load_n(&reentrant_allocations, __ATOMIC_RELAXED);
 }

@@ -151,9 +151,8 @@ static inline int cshim_range_outside_heap(uintptr_t first, uintptr_t last) {
 void cshim_note_reentrant_allocation(void);
 unsigned long cshim_reentrant_allocations(void);
 /// Widens the known extent of the heap's reservations (called when a reservation is made); a
-/// pointer outside it is certainly not the heap's.
+/// pointer outside it is certainly not the heap's (`cshim_range_outside_heap`, for C callers).
 void cshim_note_heap_range(uintptr_t start, uintptr_t end);
-int cshim_outside_heap_range(uintptr_t address);
 
 // ---- Threads, stacks, modules ------------------------------------------------------------------
 int cshim_gettid(void);

@@ -443,12 +443,7 @@ EXPORT KEEP_FRAME char *strcpy(char *restrict destination, const char *restrict 
   }
   size_t length = checked_strlen(source, FRAME, operation) + 1;
   check_write(destination, length, FRAME, operation);
-  if (UNLIKELY(overlapping(destination, length, source, length))) {
-    heappatrol_report_overlap(destination, source, length, FRAME, operation);
-    real.memmove(destination, source, length);
-  } else {
-    real.memcpy(destination, source, length);
-  }
+  copy_checking_overlap(destination, source, length, FRAME, operation);
   return destination;
 }
 
@@ -579,12 +574,7 @@ EXPORT KEEP_FRAME wchar_t *wcscpy(wchar_t *restrict destination, const wchar_t *
   }
   bytes = (checked_wcslen(source, FRAME, operation) + 1) * sizeof(wchar_t);
   check_write(destination, bytes, FRAME, operation);
-  if (UNLIKELY(overlapping(destination, bytes, source, bytes))) {
-    heappatrol_report_overlap(destination, source, bytes, FRAME, operation);
-    real.memmove(destination, source, bytes);
-  } else {
-    real.memcpy(destination, source, bytes);
-  }
+  copy_checking_overlap(destination, source, bytes, FRAME, operation);
   return destination;
 }
 

@@ -45,6 +45,20 @@ public struct PathBuffer: Sendable, Hashable {
     withBytes { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
   }
 
+  /// Whether the path holds the `%p` placeholder (each process after a fork writes a file of its own).
+  public var hasPIDPlaceholder: Bool {
+    withBytes { bytes in
+      var index = 0
+      while index + 1 < bytes.count {
+        if bytes[index] == UInt8(ascii: "%") && bytes[index + 1] == UInt8(ascii: "p") {
+          return true
+        }
+        index += 1
+      }
+      return false
+    }
+  }
+
   /// The path as a String (allocates: not for the malloc path).
   public var string: String { withBytes { String(decoding: $0, as: UTF8.self) } }
 }

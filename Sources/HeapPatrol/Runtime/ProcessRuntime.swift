@@ -412,18 +412,8 @@ struct RuntimeState: ~Copyable {
     }
   }
 
-  var logPathHasPID: Bool {
-    options.logPath.withBytes { bytes in
-      var index = 0
-      while index + 1 < bytes.count {
-        if bytes[index] == UInt8(ascii: "%") && bytes[index + 1] == UInt8(ascii: "p") {
-          return true
-        }
-        index += 1
-      }
-      return false
-    }
-  }
+  var logPathHasPID: Bool { options.logPath.hasPIDPlaceholder }
+
 }
 
 // MARK: - C entry points (function pointers given to CShims)

@@ -243,18 +243,8 @@ public struct AllocationTrace: @unchecked Sendable {
     return UInt32(index)
   }
 
-  var pathHasPID: Bool {
-    state.pointee.options.tracePath.withBytes { bytes in
-      var index = 0
-      while index + 1 < bytes.count {
-        if bytes[index] == UInt8(ascii: "%") && bytes[index + 1] == UInt8(ascii: "p") {
-          return true
-        }
-        index += 1
-      }
-      return false
-    }
-  }
+  var pathHasPID: Bool { state.pointee.options.tracePath.hasPIDPlaceholder }
+
 }
 
 private func tracePrepareFork() {
