@@ -434,6 +434,13 @@ public struct DifferentialRun<A: PageAccessInspecting, B: PageAccessInspecting> 
     return sequence.map { step($0, on: space, arena: arena, pages: arenaPages) }
   }
 
+  /// Whether a disagreement of `report` fails to come back on two replays of its sequence. When one
+  /// side is deterministic (the simulator), such a one-off is measurement noise of the real side (an
+  /// extra fault a parallel test caused); a reproducible disagreement is a real difference.
+  public func disagreementIsNoise(_ report: DifferentialReport) -> Bool {
+    replay(report.operations).isEmpty && replay(report.operations).isEmpty
+  }
+
   /// Runs `sequence` on fresh arenas; returns the disagreements of the first step that has any.
   public func replay(_ sequence: [PageOperation]) -> [Disagreement] {
     let a = makeA()

@@ -38,7 +38,7 @@ struct DifferentialTests {
         // replayed. About once in 20,000 sequences, while a memory-hungry test ran in parallel, the
         // real side took one fault the sequence does not explain and the replay agreed; such a
         // one-off is counted as measurement noise (and printed), a reproducible one fails.
-        if run.replay(report.operations).isEmpty && run.replay(report.operations).isEmpty {
+        if run.disagreementIsNoise(report) {
           noise += 1
           print("differential: seed \(seed) disagreed once and agreed on two replays (noise)")
         } else {
@@ -101,7 +101,7 @@ struct DifferentialTests {
           // (seen only in this crowded child, never in the runs above). A disagreement that does not
           // come back when the same sequence is replayed is counted as such noise; a reproducible one
           // is a failure.
-          if run.replay(report.operations).isEmpty && run.replay(report.operations).isEmpty {
+          if run.disagreementIsNoise(report) {
             noise += 1
           } else {
             failures += 1

@@ -40,3 +40,11 @@ struct CheckingOptions: ParsableArguments {
       userOptions: options, detectLeaks: !noLeaks, errorExitCode: errorExitCode, jsonOutput: json)
   }
 }
+
+/// Writes `value` as one JSON line on standard output, keys sorted (the `--json` form of every
+/// command that prints one object).
+func printJSONLine<Value: Encodable>(_ value: Value) throws {
+  let encoder = JSONEncoder()
+  encoder.outputFormatting = [.sortedKeys]
+  FileHandle.standardOutput.write(try encoder.encode(value) + Data("\n".utf8))
+}

@@ -28,9 +28,7 @@ struct MleakCommand: ParsableCommand {
       let symbols = TraceSymbols(trace, symbolizer: .discover())
       let groups = SiteGroup.group(replay.liveBlocks, symbols: symbols)
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        FileHandle.standardOutput.write(try encoder.encode(groups) + Data("\n".utf8))
+        try printJSONLine(groups)
       } else {
         print(Self.text(groups, replay: replay, trace: trace, source: file), terminator: "")
       }

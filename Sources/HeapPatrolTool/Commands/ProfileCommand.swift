@@ -52,9 +52,7 @@ struct ProfileCommand: ParsableCommand {
         }
       }
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        FileHandle.standardOutput.write(try encoder.encode(profile) + Data("\n".utf8))
+        try printJSONLine(profile)
       } else {
         print(profile.text(source: file), terminator: "")
       }

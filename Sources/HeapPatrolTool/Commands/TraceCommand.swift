@@ -36,9 +36,7 @@ struct TraceCommand: ParsableCommand {
       }
       let summary = TraceSummary(trace, symbols: TraceSymbols(trace, symbolizer: .discover()))
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        FileHandle.standardOutput.write(try encoder.encode(summary) + Data("\n".utf8))
+        try printJSONLine(summary)
       } else {
         print(summary.text(source: file), terminator: "")
       }
